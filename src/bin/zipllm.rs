@@ -1,0 +1,385 @@
+//! The `zipllm` command: encode, decode, verify and inspect deltas; benchmark a pair.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use zipllm::native::{self, DeltaFile, Mapped};
+use zipllm::{EncodeOptions, Error, Result, Strategy};
+
+#[derive(Parser)]
+#[command(
+    name = "zipllm",
+    version,
+    about = "Rebuild fine-tuned safetensors byte for byte from a base model plus a small delta",
+    after_help = "Exit status: 0 ok, 1 I/O error, 2 bad arguments or inputs, 3 malformed safetensors, \
+                  4 corrupt or truncated delta, 5 unsupported delta version, 6 wrong base."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a delta that rebuilds TARGET from BASE.
+    Encode {
+        /// The base model the fine-tune came from.
+        #[arg(long)]
+        base: PathBuf,
+        /// The fine-tuned model.
+        #[arg(long)]
+        target: PathBuf,
+        /// Where to write the delta.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// zstd level (1-22).
+        #[arg(long, default_value_t = zipllm::entropy::DEFAULT_LEVEL)]
+        level: i32,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// auto (default), bitx (XOR + byte planes), bitx-fields (the paper's field split), best.
+        #[arg(long, default_value = "auto")]
+        strategy: String,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the fine-tune from BASE and DELTA; the output appears only once fully verified.
+    Decode {
+        /// The base model the delta was made against.
+        #[arg(long)]
+        base: PathBuf,
+        /// The delta.
+        delta: PathBuf,
+        /// Where to write the rebuilt file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild in memory and check every checksum, writing nothing.
+    Verify {
+        /// The base model the delta was made against.
+        #[arg(long)]
+        base: PathBuf,
+        /// The delta.
+        delta: PathBuf,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a delta holds: sizes before and after by tensor kind, dtype and method.
+    Inspect {
+        /// The delta.
+        delta: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure sizes and speeds on one pair, side by side with BitX, the paper's layout and zstd.
+    Bench {
+        /// The base model.
+        #[arg(long)]
+        base: PathBuf,
+        /// The fine-tuned model.
+        #[arg(long)]
+        target: PathBuf,
+        /// zstd level of our delta.
+        #[arg(long, default_value_t = zipllm::entropy::DEFAULT_LEVEL)]
+        level: i32,
+        /// Threads for the "all threads" figures (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed runs per figure (the best is kept).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a copy of a model with every F32 tensor cast to BF16 (round to nearest even).
+    Cast {
+        /// The model to cast.
+        input: PathBuf,
+        /// Where to write the bf16 model.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Encode {
+            base,
+            target,
+            output,
+            level,
+            threads,
+            strategy,
+            json,
+        } => {
+            let strategy = Strategy::from_name(&strategy).ok_or_else(|| Error::InvalidInput {
+                what: format!("unknown strategy `{strategy}`"),
+            })?;
+            let options = EncodeOptions {
+                level,
+                strategy,
+                ..Default::default()
+            };
+            let total = file_len(&target)?;
+            let pb = bar(total, "encode");
+            let started = Instant::now();
+            let delta = native::encode_files(&base, &target, &options, threads, &|n| pb.inc(n))?;
+            native::write_atomically(&output, |w| delta.write_to(w).map(|_| ()))?;
+            pb.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            let written = file_len(&output)?;
+            let sha = zipllm::rebuild::hex(&delta.manifest.target_sha256);
+            if json {
+                println!(
+                    "{}",
+                    json!({"delta": output, "delta_bytes": written, "target_bytes": total,
+                           "ratio": written as f64 / total.max(1) as f64, "target_sha256": sha,
+                           "seconds": secs, "mb_per_s": total as f64 / 1e6 / secs.max(1e-9)})
+                );
+            } else {
+                println!(
+                    "{}: {} ({:.3} of the {} target) in {:.2} s ({:.0} MB/s); target sha256 {sha}",
+                    output.display(),
+                    mb(written),
+                    written as f64 / total.max(1) as f64,
+                    mb(total),
+                    secs,
+                    total as f64 / 1e6 / secs.max(1e-9)
+                );
+            }
+        }
+        Command::Decode {
+            base,
+            delta,
+            output,
+            threads,
+            json,
+        } => {
+            let total = DeltaFile::open(&delta)?.plan.manifest.target_size;
+            let pb = bar(total, "decode");
+            let started = Instant::now();
+            let summary = native::rebuild_to_file(&base, &delta, &output, threads, &|n| pb.inc(n))?;
+            pb.finish_and_clear();
+            report_rebuild(Some(&output), &summary, started, json);
+        }
+        Command::Verify {
+            base,
+            delta,
+            threads,
+            json,
+        } => {
+            let total = DeltaFile::open(&delta)?.plan.manifest.target_size;
+            let pb = bar(total, "verify");
+            let started = Instant::now();
+            let summary = native::rebuild(&base, &delta, threads, &|n| pb.inc(n), &mut |_| Ok(()))?;
+            pb.finish_and_clear();
+            report_rebuild(None, &summary, started, json);
+        }
+        Command::Inspect { delta, json } => {
+            let d = DeltaFile::open(&delta)?;
+            let report = zipllm::inspect::report(&d.plan, |b| d.blob(b))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print_inspect(&report);
+            }
+        }
+        Command::Bench {
+            base,
+            target,
+            level,
+            threads,
+            runs,
+            json,
+        } => {
+            let b = Mapped::open(&base)?;
+            let t = Mapped::open(&target)?;
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let r = zipllm::bench::run(b.bytes(), t.bytes(), level, threads, runs)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print_bench(&r);
+            }
+        }
+        Command::Cast { input, output } => {
+            let m = Mapped::open(&input)?;
+            native::write_atomically(&output, |w| zipllm::model::cast_f32_to_bf16(m.bytes(), w))?;
+            println!("{}: {}", output.display(), mb(file_len(&output)?));
+        }
+    }
+    Ok(())
+}
+
+fn report_rebuild(output: Option<&Path>, s: &zipllm::Summary, started: Instant, json: bool) {
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            json!({"output": output, "bytes": s.size, "sha256": s.sha256, "blake3": s.blake3,
+                   "verified": true, "seconds": secs})
+        );
+    } else {
+        let what = output.map_or("verified".to_string(), |p| format!("{}:", p.display()));
+        println!(
+            "{what} {} bytes, sha256 {} verified in {:.2} s ({:.0} MB/s)",
+            s.size,
+            s.sha256,
+            secs,
+            s.size as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+}
+
+fn print_inspect(r: &zipllm::inspect::Report) {
+    println!("format version {}", r.format_version);
+    println!(
+        "delta     {:>14} bytes   ratio {:.4}",
+        r.delta_bytes, r.ratio
+    );
+    println!(
+        "target    {:>14} bytes   sha256 {}",
+        r.target_bytes, r.target_sha256
+    );
+    println!(
+        "base      {:>14} bytes   header blake3 {}",
+        r.base_bytes, r.base_header_blake3
+    );
+    println!(
+        "{} tensors, {} pieces, {} blobs, {} chunks, {} header bytes",
+        r.tensors, r.pieces, r.blobs, r.chunks, r.header_bytes
+    );
+    for (title, table) in [
+        ("kind", &r.by_kind),
+        ("dtype", &r.by_dtype),
+        ("method", &r.by_method),
+    ] {
+        println!(
+            "\n{title:<24} {:>7} {:>14} {:>14} {:>8}",
+            "count", "before", "after", "ratio"
+        );
+        for (name, s) in table.iter() {
+            println!(
+                "{name:<24} {:>7} {:>14} {:>14} {:>8.4}",
+                s.count, s.before, s.after, s.ratio
+            );
+        }
+    }
+}
+
+fn print_bench(r: &zipllm::bench::BenchReport) {
+    let n = r.target_bytes as f64;
+    println!("fine-tune: {} bytes", r.target_bytes);
+    println!("{:<40} {:>12} {:>8}", "size", "bytes", "ratio");
+    for (name, b) in [
+        (
+            format!("zipllm (diff+sparse-planes, zstd-{})", r.level),
+            r.ours_bytes,
+        ),
+        (
+            "BitX byte planes in zipllm container".to_string(),
+            r.bitx_planes_bytes,
+        ),
+        (
+            "paper layout (XOR fields, zstd-3)".to_string(),
+            r.paper_layout_bytes,
+        ),
+        ("zstd -3 of the fine-tune".to_string(), r.zstd3_bytes),
+    ] {
+        println!("{name:<40} {b:>12} {:>8.4}", b as f64 / n);
+    }
+    println!("zipllm / paper layout: {:.3}", r.ours_vs_paper);
+    println!("\nper dtype, whole tensors, zstd-3 (bytes):");
+    for (dtype, row) in &r.methods_by_dtype {
+        let cells: Vec<String> = row.iter().map(|(m, b)| format!("{m} {b}")).collect();
+        println!("  {dtype}: {}", cells.join(", "));
+    }
+    println!(
+        "\nspeed (MB/s of fine-tune)      1 thread   {} threads",
+        r.threads
+    );
+    println!(
+        "encode                       {:>10.0} {:>10.0}",
+        r.encode_mb_s_1, r.encode_mb_s_all
+    );
+    println!(
+        "decode (verified)            {:>10.0} {:>10.0}",
+        r.decode_mb_s_1, r.decode_mb_s_all
+    );
+    println!("zstd -d of zstd -3 fine-tune {:>10.0}", r.zstd_decode_mb_s);
+    println!("decode time / zstd -d time: {:.2}", r.decode_time_vs_zstd);
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(
+        &cli.command,
+        Command::Encode { json: true, .. }
+            | Command::Decode { json: true, .. }
+            | Command::Verify { json: true, .. }
+            | Command::Inspect { json: true, .. }
+            | Command::Bench { json: true, .. }
+    );
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"error": {"code": e.code().as_str(), "message": e.to_string()}})
+                );
+            }
+            eprintln!("zipllm: error: {e}");
+            ExitCode::from(e.code().exit_status() as u8)
+        }
+    }
+}

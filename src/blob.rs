@@ -1,0 +1,164 @@
+//! Pieces to blobs and back: a [`Method`] (transform + layout) and zstd per stream.
+//!
+//! A blob is self-describing (see [`BlobHeader`]), so a decoder needs only the blob, the piece's
+//! length and, for a delta transform, the base bytes.
+
+use crate::entropy::{self, Codec, Decompressor};
+use crate::error::{Error, Result};
+use crate::format::BlobHeader;
+use crate::transform::{self, Layout, Transform};
+
+/// A transform and a layout: how a piece is turned into streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Method {
+    /// Residual transform.
+    pub transform: Transform,
+    /// Stream layout.
+    pub layout: Layout,
+}
+
+impl Method {
+    /// Shorthand constructor.
+    pub const fn new(transform: Transform, layout: Layout) -> Self {
+        Method { transform, layout }
+    }
+
+    /// `transform+layout`, e.g. `diff+sparse-planes`.
+    pub fn name(&self) -> String {
+        format!("{}+{}", self.transform.name(), self.layout.name())
+    }
+}
+
+/// Encodes one piece. `base` must be given exactly when the method's transform needs one.
+/// Streams that zstd does not shrink are stored as they are.
+pub fn encode(
+    target: &[u8],
+    base: Option<&[u8]>,
+    word: usize,
+    method: Method,
+    level: i32,
+) -> Result<Vec<u8>> {
+    let mut residual = vec![0u8; target.len()];
+    match (method.transform, base) {
+        (Transform::None, _) => residual.copy_from_slice(target),
+        (t, Some(base)) => transform::forward(t, word, target, base, &mut residual)?,
+        (t, None) => {
+            return Err(Error::invalid(format!(
+                "the {} transform needs a base",
+                t.name()
+            )));
+        }
+    }
+    let streams = transform::split(method.layout, word, &residual)?;
+    let mut header = BlobHeader {
+        transform: method.transform,
+        layout: method.layout,
+        word: word as u8,
+        streams: Vec::with_capacity(streams.len()),
+    };
+    let mut bodies = Vec::with_capacity(streams.len());
+    for s in streams {
+        let packed = if s.len() >= 64 {
+            Some(entropy::compress(&s, level)?)
+        } else {
+            None
+        };
+        match packed {
+            Some(z) if z.len() < s.len() => {
+                header
+                    .streams
+                    .push((Codec::Zstd, s.len() as u64, z.len() as u64));
+                bodies.push(z);
+            }
+            _ => {
+                header
+                    .streams
+                    .push((Codec::Stored, s.len() as u64, s.len() as u64));
+                bodies.push(s);
+            }
+        }
+    }
+    let mut out =
+        Vec::with_capacity(header.encoded_len() + bodies.iter().map(Vec::len).sum::<usize>());
+    header.write(&mut out);
+    for b in bodies {
+        out.extend_from_slice(&b);
+    }
+    Ok(out)
+}
+
+/// Decodes blobs, reusing its buffers and zstd context from one blob to the next.
+pub struct BlobDecoder {
+    zstd: Decompressor,
+    streams: Vec<Vec<u8>>,
+    residual: Vec<u8>,
+}
+
+impl BlobDecoder {
+    /// A decoder with empty buffers.
+    pub fn new() -> Result<Self> {
+        Ok(BlobDecoder {
+            zstd: Decompressor::new()?,
+            streams: Vec::new(),
+            residual: Vec::new(),
+        })
+    }
+
+    /// Decodes `blob` into `out` (the piece's bytes), applying it to `base` when the blob's
+    /// transform needs one. Every length is checked before anything is allocated or written.
+    pub fn decode(
+        &mut self,
+        blob: &[u8],
+        base: Option<&[u8]>,
+        word: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let (header, mut at) = BlobHeader::parse(blob)?;
+        if header.word as usize != word {
+            return Err(Error::corrupt(format!(
+                "blob of {}-byte words used for a tensor of {word}-byte words",
+                header.word
+            )));
+        }
+        match (header.transform, base) {
+            (Transform::None, None) | (Transform::Xor | Transform::Diff, Some(_)) => {}
+            (Transform::None, Some(_)) => {
+                return Err(Error::corrupt("a standalone blob is applied to a base"))
+            }
+            (_, None) => return Err(Error::corrupt("a delta blob has no base to apply to")),
+        }
+        let len = out.len();
+        self.streams.resize_with(header.streams.len(), Vec::new);
+        let mut want = transform::stream_lengths(header.layout, word, len, None)?;
+        for (i, &(codec, raw, stored)) in header.streams.iter().enumerate() {
+            if i == 1 && header.layout == Layout::SparsePlanes {
+                want = transform::stream_lengths(header.layout, word, len, Some(&self.streams[0]))?;
+            }
+            if raw != want[i] as u64 {
+                return Err(Error::corrupt(format!(
+                    "blob stream {i} declares {raw} bytes where the piece needs {}",
+                    want[i]
+                )));
+            }
+            let body = &blob[at..at + stored as usize];
+            at += stored as usize;
+            let buf = &mut self.streams[i];
+            buf.clear();
+            buf.resize(raw as usize, 0);
+            match codec {
+                Codec::Stored => buf.copy_from_slice(body),
+                Codec::Zstd => self.zstd.decompress_into(body, buf)?,
+            }
+        }
+        let refs: Vec<&[u8]> = self.streams.iter().map(Vec::as_slice).collect();
+        match base {
+            None => transform::join(header.layout, word, &refs, out),
+            Some(base) => {
+                self.residual.clear();
+                self.residual.resize(len, 0);
+                transform::join(header.layout, word, &refs, &mut self.residual)?;
+                transform::inverse(header.transform, word, &self.residual, base, out)
+            }
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! Stage 6: rebuilding the target — a sans-I/O core every adapter drives.
+//!
+//! [`Plan`] wraps a parsed manifest with what decoding needs (word sizes, blob lifetimes) and
+//! decodes any chunk on its own, given the chunk's blobs and base bytes; the native adapter
+//! calls it from many threads, a range request calls it for a few chunks.
+//!
+//! [`Rebuilder`] is the streaming machine: it is fed delta bytes in order and base bytes on
+//! request, and hands out output bytes in file order, every chunk checked before it is handed
+//! out. It never holds more than one chunk's output, one chunk's base bytes, the blobs of the
+//! chunk being decoded and blobs a later chunk will use again (duplicated tensors), so its
+//! memory does not grow with the model.
+
+use std::ops::Range;
+
+use sha2::Digest as _;
+
+use crate::blob::BlobDecoder;
+use crate::error::{Error, Result};
+use crate::format::{Manifest, PieceSource, Preamble, PREAMBLE_LEN};
+
+/// A manifest prepared for decoding.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Offset of the payload in the delta.
+    pub payload_offset: u64,
+    piece_word: Vec<u8>,
+    /// Per chunk, the blobs first used by that chunk (a contiguous index range).
+    new_blobs: Vec<Range<u32>>,
+    /// Per blob, the last chunk that uses it.
+    last_use: Vec<u32>,
+}
+
+/// Hex of a hash, for messages.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Plan {
+    /// Prepares a parsed manifest.
+    pub fn new(manifest: Manifest, payload_offset: u64) -> Result<Plan> {
+        let model = manifest.target_model()?;
+        let mut piece_word = Vec::with_capacity(manifest.pieces.len());
+        let mut t = 0usize;
+        for p in &manifest.pieces {
+            while model.tensors[t].end <= p.out_start {
+                t += 1;
+            }
+            piece_word.push(model.tensors[t].dtype.word() as u8);
+        }
+        let mut new_blobs = Vec::with_capacity(manifest.chunks.len());
+        let mut last_use = vec![0u32; manifest.blobs.len()];
+        let mut next = 0u32;
+        for (ci, c) in manifest.chunks.iter().enumerate() {
+            let start = next;
+            for p in &manifest.pieces[c.pieces()] {
+                if let Some(b) = p.source.blob() {
+                    if b == next {
+                        next += 1;
+                    }
+                    last_use[b as usize] = ci as u32;
+                }
+            }
+            new_blobs.push(start..next);
+        }
+        Ok(Plan {
+            manifest,
+            payload_offset,
+            piece_word,
+            new_blobs,
+            last_use,
+        })
+    }
+
+    /// Parses a whole delta's head: `bytes` must hold at least the preamble, manifest and
+    /// checksum (the payload may follow or not).
+    pub fn from_delta_head(bytes: &[u8]) -> Result<Plan> {
+        let pre = Preamble::parse(bytes)?;
+        let end = pre.payload_offset();
+        if (bytes.len() as u64) < end {
+            return Err(Error::truncated(format!(
+                "the delta is {} bytes but its manifest ends at byte {end}",
+                bytes.len()
+            )));
+        }
+        let manifest = Manifest::parse(&bytes[PREAMBLE_LEN as usize..end as usize])?;
+        Plan::new(manifest, end)
+    }
+
+    /// Total length of the delta this plan came from.
+    pub fn delta_len(&self) -> u64 {
+        self.payload_offset + self.manifest.payload_len
+    }
+
+    /// Checks the base's identity (length and header) before any chunk is decoded.
+    pub fn check_base(&self, base_len: Option<u64>, base_header: &[u8]) -> Result<()> {
+        let m = &self.manifest;
+        let found_header = blake3::hash(base_header);
+        let size_ok = base_len.is_none_or(|n| n == m.base_size);
+        if !size_ok || found_header.as_bytes() != &m.base_header_blake3 {
+            return Err(Error::wrong_base(format!(
+                "delta was made against a base of {} bytes with header blake3 {}, this base is {} with header blake3 {}",
+                m.base_size,
+                hex(&m.base_header_blake3),
+                base_len.map_or("of unknown size".to_string(), |n| format!("{n} bytes")),
+                found_header.to_hex()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The base byte range holding the base's header.
+    pub fn base_header_range(&self) -> Range<u64> {
+        0..self.manifest.base_header_len
+    }
+
+    /// The delta byte range holding blob `index`.
+    pub fn blob_range(&self, index: u32) -> Range<u64> {
+        let b = self.manifest.blobs[index as usize];
+        self.payload_offset + b.offset..self.payload_offset + b.offset + b.len
+    }
+
+    /// The blobs chunk `index` decodes, each once, in order.
+    pub fn chunk_blobs(&self, index: usize) -> Vec<u32> {
+        let mut v: Vec<u32> = self.manifest.pieces[self.manifest.chunks[index].pieces()]
+            .iter()
+            .filter_map(|p| p.source.blob())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The chunks that cover output bytes `range` (header bytes need no chunk).
+    pub fn chunks_for(&self, range: Range<u64>) -> Range<usize> {
+        let chunks = &self.manifest.chunks;
+        let first = chunks.partition_point(|c| c.out_start + c.out_len <= range.start);
+        let last = chunks.partition_point(|c| c.out_start < range.end);
+        first..last.max(first)
+    }
+
+    /// Decodes chunk `index` into `out` (exactly the chunk's length). `blob(i)` returns blob
+    /// `i`'s bytes; `base` is the concatenation of [`Manifest::base_reads`] for this chunk.
+    /// The output is checked against the chunk's checksum; on a mismatch the base bytes are
+    /// checked too, to tell a wrong base from a corrupt delta.
+    pub fn decode_chunk<'a>(
+        &self,
+        index: usize,
+        blob: impl Fn(u32) -> Option<&'a [u8]>,
+        base: &[u8],
+        out: &mut [u8],
+        decoder: &mut BlobDecoder,
+    ) -> Result<()> {
+        let m = &self.manifest;
+        let chunk = &m.chunks[index];
+        let base_len: u64 = m.pieces[chunk.pieces()]
+            .iter()
+            .filter_map(|p| p.base())
+            .map(|r| r.end - r.start)
+            .sum();
+        if out.len() as u64 != chunk.out_len || base.len() as u64 != base_len {
+            return Err(Error::invalid(format!("chunk {index}: wrong buffer sizes")));
+        }
+        let mut at_base = 0usize;
+        for (k, p) in m.pieces[chunk.pieces()].iter().enumerate() {
+            let word = self.piece_word[chunk.first_piece as usize + k] as usize;
+            let o = (p.out_start - chunk.out_start) as usize;
+            let dst = &mut out[o..o + p.len as usize];
+            let mut base_slice = || {
+                let s = &base[at_base..at_base + p.len as usize];
+                at_base += p.len as usize;
+                s
+            };
+            let get = |b: u32| {
+                blob(b).ok_or_else(|| {
+                    Error::invalid(format!("chunk {index}: blob {b} was not supplied"))
+                })
+            };
+            let result = match p.source {
+                PieceSource::Base { .. } => {
+                    dst.copy_from_slice(base_slice());
+                    Ok(())
+                }
+                PieceSource::BaseAndBlob { blob, .. } => {
+                    decoder.decode(get(blob)?, Some(base_slice()), word, dst)
+                }
+                PieceSource::Blob { blob } => decoder.decode(get(blob)?, None, word, dst),
+            };
+            result.map_err(|e| match e {
+                Error::CorruptDelta { what } => Error::corrupt(format!("chunk {index}: {what}")),
+                other => other,
+            })?;
+        }
+        if blake3::hash(out).as_bytes() != &chunk.out_blake3 {
+            if blake3::hash(base).as_bytes() != &chunk.base_blake3 {
+                return Err(Error::wrong_base(format!(
+                    "chunk {index} (output bytes {}..{}) reads base bytes that differ from those of the base the delta was made against",
+                    chunk.out_start,
+                    chunk.out_start + chunk.out_len
+                )));
+            }
+            return Err(Error::corrupt(format!(
+                "chunk {index} (output bytes {}..{}) fails its checksum",
+                chunk.out_start,
+                chunk.out_start + chunk.out_len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the [`Rebuilder`] wants next, or has for you.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// Feed more delta bytes with [`Rebuilder::push_delta`] (or [`Rebuilder::end_delta`]).
+    NeedDelta,
+    /// Answer with exactly these base bytes through [`Rebuilder::provide_base`].
+    NeedBase(Range<u64>),
+    /// The next output bytes in file order, already verified; valid until the next call.
+    Output(&'a [u8]),
+    /// Everything was written and the whole-file hashes matched.
+    Done(Summary),
+}
+
+/// The identity of a finished rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Bytes written.
+    pub size: u64,
+    /// sha256 of the output, hex.
+    pub sha256: String,
+    /// blake3 of the output, hex.
+    pub blake3: String,
+}
+
+enum Phase {
+    Preamble,
+    Manifest { payload_offset: u64 },
+    BaseHeader,
+    Header,
+    Chunk { index: usize },
+    Finished,
+    Failed,
+}
+
+/// The streaming rebuild machine. Drive it with [`Rebuilder::poll`].
+pub struct Rebuilder {
+    phase: Phase,
+    base_len: Option<u64>,
+    verify_whole: bool,
+    input: Vec<u8>,
+    /// Delta offset of `input[0]`.
+    input_offset: u64,
+    delta_ended: bool,
+    plan: Option<Plan>,
+    /// Blobs kept for later chunks, by index.
+    kept: std::collections::BTreeMap<u32, Vec<u8>>,
+    base_reads: Vec<Range<u64>>,
+    base_buf: Vec<u8>,
+    out: Vec<u8>,
+    decoder: BlobDecoder,
+    sha: sha2::Sha256,
+    blake: blake3::Hasher,
+    written: u64,
+    summary: Option<Summary>,
+}
+
+impl Rebuilder {
+    /// A machine for a base of `base_len` bytes (`None` if unknown: the header check then
+    /// stands alone). With `verify_whole`, the whole output's sha256 and blake3 are checked
+    /// at the end as well as every chunk's checksum.
+    pub fn new(base_len: Option<u64>, verify_whole: bool) -> Result<Self> {
+        Ok(Rebuilder {
+            phase: Phase::Preamble,
+            base_len,
+            verify_whole,
+            input: Vec::new(),
+            input_offset: 0,
+            delta_ended: false,
+            plan: None,
+            kept: Default::default(),
+            base_reads: Vec::new(),
+            base_buf: Vec::new(),
+            out: Vec::new(),
+            decoder: BlobDecoder::new()?,
+            sha: sha2::Sha256::new(),
+            blake: blake3::Hasher::new(),
+            written: 0,
+            summary: None,
+        })
+    }
+
+    /// The plan, once the manifest has been read.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
+    }
+
+    /// Output bytes handed out so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Delta bytes consumed so far.
+    pub fn delta_consumed(&self) -> u64 {
+        self.input_offset
+    }
+
+    /// Appends delta bytes (in order).
+    pub fn push_delta(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Says the delta has no more bytes.
+    pub fn end_delta(&mut self) {
+        self.delta_ended = true;
+    }
+
+    /// Answers the last [`Step::NeedBase`] with base bytes.
+    pub fn provide_base(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(r) = self.base_reads.first().cloned() else {
+            return Err(Error::invalid(
+                "base bytes were given but none were asked for",
+            ));
+        };
+        if bytes.len() as u64 != r.end - r.start {
+            return Err(Error::invalid(format!(
+                "asked for base bytes {}..{} ({} bytes), got {}",
+                r.start,
+                r.end,
+                r.end - r.start,
+                bytes.len()
+            )));
+        }
+        self.base_buf.extend_from_slice(bytes);
+        self.base_reads.remove(0);
+        Ok(())
+    }
+
+    /// Drops consumed input bytes up to delta offset `to`.
+    fn consume_to(&mut self, to: u64) {
+        let n = (to - self.input_offset) as usize;
+        self.input.drain(..n);
+        self.input_offset = to;
+    }
+
+    /// Whether delta bytes up to `end` are buffered; errors if the delta ended before.
+    fn have(&self, end: u64, what: &str) -> Result<bool> {
+        if self.input_offset + self.input.len() as u64 >= end {
+            return Ok(true);
+        }
+        if self.delta_ended {
+            return Err(Error::truncated(format!(
+                "the delta ends at byte {} but {what} needs bytes up to {end}",
+                self.input_offset + self.input.len() as u64
+            )));
+        }
+        Ok(false)
+    }
+
+    /// Advances as far as it can and says what it needs or has.
+    pub fn poll(&mut self) -> Result<Step<'_>> {
+        let r = self.advance();
+        if r.is_err() {
+            self.phase = Phase::Failed;
+        }
+        match r? {
+            Some(Advance::NeedDelta) => Ok(Step::NeedDelta),
+            Some(Advance::NeedBase(r)) => Ok(Step::NeedBase(r)),
+            Some(Advance::Output) => Ok(Step::Output(&self.out)),
+            None => Ok(Step::Done(self.summary.clone().unwrap_or_else(|| {
+                Summary {
+                    size: self.written,
+                    sha256: String::new(),
+                    blake3: String::new(),
+                }
+            }))),
+        }
+    }
+
+    fn emit(&mut self) {
+        if self.verify_whole {
+            self.sha.update(&self.out);
+            self.blake.update(&self.out);
+        }
+        self.written += self.out.len() as u64;
+    }
+
+    fn advance(&mut self) -> Result<Option<Advance>> {
+        loop {
+            match self.phase {
+                Phase::Preamble => {
+                    if !self.have(PREAMBLE_LEN, "the preamble")? {
+                        if !self.input.is_empty() {
+                            Preamble::parse(&self.input)
+                                .map(|_| ())
+                                .or_else(|e| match e {
+                                    Error::TruncatedDelta { .. } => Ok(()),
+                                    e => Err(e),
+                                })?;
+                        }
+                        return Ok(Some(Advance::NeedDelta));
+                    }
+                    let pre = Preamble::parse(&self.input)?;
+                    self.phase = Phase::Manifest {
+                        payload_offset: pre.payload_offset(),
+                    };
+                }
+                Phase::Manifest { payload_offset } => {
+                    if !self.have(payload_offset, "the manifest")? {
+                        return Ok(Some(Advance::NeedDelta));
+                    }
+                    let plan = Plan::from_delta_head(&self.input[..payload_offset as usize])?;
+                    self.consume_to(payload_offset);
+                    self.base_reads = vec![plan.base_header_range()];
+                    self.base_buf.clear();
+                    self.plan = Some(plan);
+                    self.phase = Phase::BaseHeader;
+                    return Ok(Some(Advance::NeedBase(self.base_reads[0].clone())));
+                }
+                Phase::BaseHeader => {
+                    if let Some(r) = self.base_reads.first() {
+                        return Ok(Some(Advance::NeedBase(r.clone())));
+                    }
+                    let plan = self
+                        .plan
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("no plan"))?;
+                    plan.check_base(self.base_len, &self.base_buf)?;
+                    self.out.clear();
+                    self.out.extend_from_slice(&plan.manifest.header);
+                    self.phase = Phase::Header;
+                    self.emit();
+                    return Ok(Some(Advance::Output));
+                }
+                Phase::Header => {
+                    self.start_chunk(0);
+                }
+                Phase::Chunk { index } => {
+                    let plan = self
+                        .plan
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("no plan"))?;
+                    if index == plan.manifest.chunks.len() {
+                        let end = plan.delta_len();
+                        let buffered = self.input_offset + self.input.len() as u64;
+                        if buffered > end {
+                            return Err(Error::corrupt(format!(
+                                "{} unexpected bytes after the end of the delta",
+                                buffered - end
+                            )));
+                        }
+                        if !self.delta_ended {
+                            return Ok(Some(Advance::NeedDelta));
+                        }
+                        self.finish()?;
+                        continue;
+                    }
+                    if let Some(r) = self.base_reads.first() {
+                        return Ok(Some(Advance::NeedBase(r.clone())));
+                    }
+                    let new = plan.new_blobs[index].clone();
+                    let needed_end = if new.is_empty() {
+                        self.input_offset
+                    } else {
+                        plan.blob_range(new.end - 1).end
+                    };
+                    if !self.have(needed_end, &format!("chunk {index}"))? {
+                        return Ok(Some(Advance::NeedDelta));
+                    }
+                    self.decode_current(index)?;
+                    self.emit();
+                    self.start_chunk(index + 1);
+                    return Ok(Some(Advance::Output));
+                }
+                Phase::Finished => return Ok(None),
+                Phase::Failed => return Err(Error::invalid("the rebuild already failed")),
+            }
+        }
+    }
+
+    fn start_chunk(&mut self, index: usize) {
+        self.base_buf.clear();
+        self.base_reads = match &self.plan {
+            Some(plan) if index < plan.manifest.chunks.len() => plan.manifest.base_reads(index),
+            _ => Vec::new(),
+        };
+        self.phase = Phase::Chunk { index };
+    }
+
+    fn decode_current(&mut self, index: usize) -> Result<()> {
+        let plan = self
+            .plan
+            .as_ref()
+            .ok_or_else(|| Error::invalid("no plan"))?;
+        let new = plan.new_blobs[index].clone();
+        // Blobs first used here sit at the front of the buffered input.
+        let mut fresh: Vec<(u32, Range<usize>)> = Vec::with_capacity(new.len());
+        for b in new.clone() {
+            let r = plan.blob_range(b);
+            fresh.push((
+                b,
+                (r.start - self.input_offset) as usize..(r.end - self.input_offset) as usize,
+            ));
+        }
+        let input = &self.input;
+        let kept = &self.kept;
+        let lookup = |b: u32| -> Option<&[u8]> {
+            if new.contains(&b) {
+                fresh
+                    .iter()
+                    .find(|(i, _)| *i == b)
+                    .map(|(_, r)| &input[r.clone()])
+            } else {
+                kept.get(&b).map(Vec::as_slice)
+            }
+        };
+        self.out.clear();
+        self.out
+            .resize(plan.manifest.chunks[index].out_len as usize, 0);
+        plan.decode_chunk(
+            index,
+            lookup,
+            &self.base_buf,
+            &mut self.out,
+            &mut self.decoder,
+        )?;
+
+        for (b, r) in &fresh {
+            if plan.last_use[*b as usize] as usize > index {
+                self.kept.insert(*b, self.input[r.clone()].to_vec());
+            }
+        }
+        let dead: Vec<u32> = self
+            .kept
+            .keys()
+            .copied()
+            .filter(|&b| plan.last_use[b as usize] as usize <= index)
+            .collect();
+        for b in dead {
+            self.kept.remove(&b);
+        }
+        if !new.is_empty() {
+            let end = plan.blob_range(new.end - 1).end;
+            self.consume_to(end);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let plan = self
+            .plan
+            .as_ref()
+            .ok_or_else(|| Error::invalid("no plan"))?;
+        let m = &plan.manifest;
+        let mut summary = Summary {
+            size: self.written,
+            sha256: hex(&m.target_sha256),
+            blake3: hex(&m.target_blake3),
+        };
+        if self.verify_whole {
+            let sha: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
+            let blake = self.blake.finalize();
+            if sha != m.target_sha256
+                || blake.as_bytes() != &m.target_blake3
+                || self.written != m.target_size
+            {
+                return Err(Error::corrupt(format!(
+                    "the rebuilt file has sha256 {} but the delta promises {}",
+                    hex(&sha),
+                    hex(&m.target_sha256)
+                )));
+            }
+            summary.sha256 = hex(&sha);
+        }
+        self.summary = Some(summary);
+        self.phase = Phase::Finished;
+        Ok(())
+    }
+}
+
+enum Advance {
+    NeedDelta,
+    NeedBase(Range<u64>),
+    Output,
+}

@@ -1,0 +1,505 @@
+//! Stage 3: from a fine-tuned piece and its base to byte streams an entropy coder likes, and back.
+//!
+//! Two steps, each recorded per blob in the delta:
+//!
+//! * [`Transform`] makes a *residual* the size of the piece: nothing (`None`, no base), BitX's
+//!   word XOR (`Xor`), or the difference of the two words read as order-preserving integers,
+//!   zigzag-coded (`Diff`). A fine-tune moves most weights by a few units in the last place:
+//!   as a difference that is ±1, ±2…; as an XOR it is 1, 3, 7, 15… depending on the base's
+//!   trailing bits, which costs an entropy coder about two more bits per changed element.
+//! * [`Layout`] splits the residual into streams: one stream (`Bytes`), byte planes (`Planes`),
+//!   the paper's sign/exponent/mantissa fields (`Fields`), or a change mask plus byte planes of
+//!   only the changed words (`SparsePlanes`), so runs of unchanged weights cost one bit each and
+//!   the planes hold no zeros that would dilute their statistics.
+//!
+//! Everything is little-endian words of 1, 2, 4 or 8 bytes.
+
+use crate::error::{Error, Result};
+
+/// How a residual is computed from target and base words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    /// The residual is the target itself (no base).
+    None = 0,
+    /// BitX: target XOR base.
+    Xor = 1,
+    /// zigzag(ord(target) − ord(base)), `ord` mapping a sign-magnitude float to an unsigned
+    /// integer in value order (see docs/FORMAT.md).
+    Diff = 2,
+}
+
+impl Transform {
+    /// The transform with format code `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Transform::None,
+            1 => Transform::Xor,
+            2 => Transform::Diff,
+            _ => return None,
+        })
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::None => "none",
+            Transform::Xor => "xor",
+            Transform::Diff => "diff",
+        }
+    }
+}
+
+/// How a residual is split into streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// One stream: the residual bytes.
+    Bytes = 0,
+    /// `word` streams; stream k holds byte k of every word.
+    Planes = 1,
+    /// The paper's field split, for 2-byte (bf16) and 4-byte (f32) words: stream 0 holds the
+    /// 8-bit exponents, the others the sign and mantissa bits (1 byte for bf16, 3 for f32).
+    Fields = 2,
+    /// Stream 0 is a bitmap, bit i (LSB first) set when word i is non-zero; streams 1..=word
+    /// hold byte k of every non-zero word.
+    SparsePlanes = 3,
+}
+
+impl Layout {
+    /// The layout with format code `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Layout::Bytes,
+            1 => Layout::Planes,
+            2 => Layout::Fields,
+            3 => Layout::SparsePlanes,
+            _ => return None,
+        })
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Bytes => "bytes",
+            Layout::Planes => "planes",
+            Layout::Fields => "fields",
+            Layout::SparsePlanes => "sparse-planes",
+        }
+    }
+
+    /// How many streams this layout makes for words of `word` bytes, or `None` if the
+    /// combination is not defined.
+    pub fn stream_count(self, word: usize) -> Option<usize> {
+        if !matches!(word, 1 | 2 | 4 | 8) {
+            return None;
+        }
+        match self {
+            Layout::Bytes => Some(1),
+            Layout::Planes => Some(word),
+            Layout::Fields => match word {
+                2 => Some(2),
+                4 => Some(4),
+                _ => None,
+            },
+            Layout::SparsePlanes => Some(word + 1),
+        }
+    }
+}
+
+macro_rules! word_ops {
+    ($ty:ty, $w:expr, $fwd:ident, $inv:ident) => {
+        /// Residual of one word type; `base` is `None` only for `Transform::None`.
+        fn $fwd(t: Transform, target: &[u8], base: &[u8], out: &mut [u8]) {
+            const SIGN: $ty = 1 << (<$ty>::BITS - 1);
+            let ord = |u: $ty| if u & SIGN != 0 { !u } else { u | SIGN };
+            let words = target
+                .chunks_exact($w)
+                .zip(base.chunks_exact($w))
+                .zip(out.chunks_exact_mut($w));
+            match t {
+                Transform::Xor => {
+                    for ((a, b), o) in words {
+                        let x = <$ty>::from_le_bytes(a.try_into().unwrap_or_default())
+                            ^ <$ty>::from_le_bytes(b.try_into().unwrap_or_default());
+                        o.copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                Transform::Diff => {
+                    for ((a, b), o) in words {
+                        let a = ord(<$ty>::from_le_bytes(a.try_into().unwrap_or_default()));
+                        let b = ord(<$ty>::from_le_bytes(b.try_into().unwrap_or_default()));
+                        let d = a.wrapping_sub(b);
+                        let z = (d << 1) ^ (0 as $ty).wrapping_sub(d >> (<$ty>::BITS - 1));
+                        o.copy_from_slice(&z.to_le_bytes());
+                    }
+                }
+                Transform::None => out.copy_from_slice(target),
+            }
+        }
+
+        /// Inverse of the residual: rebuilds target words into `out` from the residual.
+        fn $inv(t: Transform, residual: &[u8], base: &[u8], out: &mut [u8]) {
+            const SIGN: $ty = 1 << (<$ty>::BITS - 1);
+            let ord = |u: $ty| if u & SIGN != 0 { !u } else { u | SIGN };
+            let unord = |o: $ty| if o & SIGN != 0 { o & !SIGN } else { !o };
+            let words = residual
+                .chunks_exact($w)
+                .zip(base.chunks_exact($w))
+                .zip(out.chunks_exact_mut($w));
+            match t {
+                Transform::Xor => {
+                    for ((r, b), o) in words {
+                        let x = <$ty>::from_le_bytes(r.try_into().unwrap_or_default())
+                            ^ <$ty>::from_le_bytes(b.try_into().unwrap_or_default());
+                        o.copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                Transform::Diff => {
+                    for ((r, b), o) in words {
+                        let z = <$ty>::from_le_bytes(r.try_into().unwrap_or_default());
+                        let b = <$ty>::from_le_bytes(b.try_into().unwrap_or_default());
+                        let d = (z >> 1) ^ (0 as $ty).wrapping_sub(z & 1);
+                        let x = unord(ord(b).wrapping_add(d));
+                        o.copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                Transform::None => out.copy_from_slice(residual),
+            }
+        }
+    };
+}
+
+word_ops!(u8, 1, forward8, inverse8);
+word_ops!(u16, 2, forward16, inverse16);
+word_ops!(u32, 4, forward32, inverse32);
+word_ops!(u64, 8, forward64, inverse64);
+
+fn check_words(word: usize, len: usize) -> Result<()> {
+    if !matches!(word, 1 | 2 | 4 | 8) || len % word != 0 {
+        return Err(Error::corrupt(format!(
+            "a piece of {len} bytes cannot be split into {word}-byte words"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the residual of `target` against `base` into `out` (all three the same length).
+/// `base` is ignored for [`Transform::None`].
+pub fn forward(
+    t: Transform,
+    word: usize,
+    target: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    check_words(word, target.len())?;
+    if out.len() != target.len() || (t != Transform::None && base.len() != target.len()) {
+        return Err(Error::invalid("target, base and residual lengths differ"));
+    }
+    let base = if t == Transform::None { target } else { base };
+    match word {
+        1 => forward8(t, target, base, out),
+        2 => forward16(t, target, base, out),
+        4 => forward32(t, target, base, out),
+        _ => forward64(t, target, base, out),
+    }
+    Ok(())
+}
+
+/// Rebuilds the target from its residual and `base` into `out` (all the same length).
+pub fn inverse(
+    t: Transform,
+    word: usize,
+    residual: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    check_words(word, residual.len())?;
+    if out.len() != residual.len() || (t != Transform::None && base.len() != residual.len()) {
+        return Err(Error::corrupt("residual and base lengths differ"));
+    }
+    let base = if t == Transform::None { residual } else { base };
+    match word {
+        1 => inverse8(t, residual, base, out),
+        2 => inverse16(t, residual, base, out),
+        4 => inverse32(t, residual, base, out),
+        _ => inverse64(t, residual, base, out),
+    }
+    Ok(())
+}
+
+/// Splits a residual into the layout's streams.
+pub fn split(layout: Layout, word: usize, residual: &[u8]) -> Result<Vec<Vec<u8>>> {
+    check_words(word, residual.len())?;
+    let n = residual.len() / word;
+    match layout {
+        Layout::Bytes => Ok(vec![residual.to_vec()]),
+        Layout::Planes => {
+            let mut planes = vec![vec![0u8; n]; word];
+            for (i, w) in residual.chunks_exact(word).enumerate() {
+                for (k, &b) in w.iter().enumerate() {
+                    planes[k][i] = b;
+                }
+            }
+            Ok(planes)
+        }
+        Layout::Fields => {
+            let mut streams = vec![vec![0u8; n]; word];
+            match word {
+                2 => {
+                    for (i, w) in residual.chunks_exact(2).enumerate() {
+                        let x = u16::from_le_bytes([w[0], w[1]]);
+                        streams[0][i] = (x >> 7) as u8;
+                        streams[1][i] = ((x >> 8) as u8 & 0x80) | (x as u8 & 0x7f);
+                    }
+                }
+                4 => {
+                    for (i, w) in residual.chunks_exact(4).enumerate() {
+                        let x = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                        let sm = (x & 0x007f_ffff) | ((x >> 8) & 0x0080_0000);
+                        streams[0][i] = (x >> 23) as u8;
+                        streams[1][i] = sm as u8;
+                        streams[2][i] = (sm >> 8) as u8;
+                        streams[3][i] = (sm >> 16) as u8;
+                    }
+                    streams.truncate(4);
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "the fields layout is defined for 2- and 4-byte words, not {word}"
+                    )))
+                }
+            }
+            Ok(streams)
+        }
+        Layout::SparsePlanes => {
+            let mut mask = vec![0u8; n.div_ceil(8)];
+            let mut planes = vec![vec![0u8; n]; word];
+            let mut nnz = 0usize;
+            for (i, w) in residual.chunks_exact(word).enumerate() {
+                if w.iter().any(|&b| b != 0) {
+                    mask[i >> 3] |= 1 << (i & 7);
+                    for (k, &b) in w.iter().enumerate() {
+                        planes[k][nnz] = b;
+                    }
+                    nnz += 1;
+                }
+            }
+            let mut streams = Vec::with_capacity(word + 1);
+            streams.push(mask);
+            for mut p in planes {
+                p.truncate(nnz);
+                streams.push(p);
+            }
+            Ok(streams)
+        }
+    }
+}
+
+/// The length each stream of a layout must have for a residual of `len` bytes, given the
+/// decoded first stream (the mask, for `SparsePlanes`; ignored otherwise).
+pub fn stream_lengths(
+    layout: Layout,
+    word: usize,
+    len: usize,
+    mask: Option<&[u8]>,
+) -> Result<Vec<usize>> {
+    check_words(word, len)?;
+    let n = len / word;
+    let count = layout.stream_count(word).ok_or_else(|| {
+        Error::corrupt(format!(
+            "layout {} is not defined for {word}-byte words",
+            layout.name()
+        ))
+    })?;
+    Ok(match layout {
+        Layout::Bytes => vec![len],
+        Layout::Planes | Layout::Fields => vec![n; count],
+        Layout::SparsePlanes => {
+            let mut v = vec![n.div_ceil(8)];
+            if let Some(mask) = mask {
+                if mask.len() != n.div_ceil(8) {
+                    return Err(Error::corrupt("change mask has the wrong length"));
+                }
+                let nnz = count_set(mask, n);
+                v.extend(std::iter::repeat_n(nnz, word));
+            }
+            v
+        }
+    })
+}
+
+fn count_set(mask: &[u8], n: usize) -> usize {
+    let full = n / 8;
+    let mut c: usize = mask[..full].iter().map(|b| b.count_ones() as usize).sum();
+    if n % 8 != 0 {
+        c += (mask[full] & ((1u8 << (n % 8)) - 1)).count_ones() as usize;
+    }
+    c
+}
+
+/// Joins streams back into a residual of `out.len()` bytes. Stream lengths are checked
+/// against the layout, so a corrupt blob cannot make this read or write out of bounds.
+pub fn join(layout: Layout, word: usize, streams: &[&[u8]], out: &mut [u8]) -> Result<()> {
+    let mask = if layout == Layout::SparsePlanes {
+        streams.first().copied()
+    } else {
+        None
+    };
+    let want = stream_lengths(layout, word, out.len(), mask)?;
+    if streams.len() != want.len() || streams.iter().zip(&want).any(|(s, &w)| s.len() != w) {
+        return Err(Error::corrupt(format!(
+            "{} layout needs streams of {:?} bytes, the blob has {:?}",
+            layout.name(),
+            want,
+            streams.iter().map(|s| s.len()).collect::<Vec<_>>()
+        )));
+    }
+    match layout {
+        Layout::Bytes => out.copy_from_slice(streams[0]),
+        Layout::Planes => {
+            for (i, w) in out.chunks_exact_mut(word).enumerate() {
+                for (k, b) in w.iter_mut().enumerate() {
+                    *b = streams[k][i];
+                }
+            }
+        }
+        Layout::Fields => match word {
+            2 => {
+                for (i, w) in out.chunks_exact_mut(2).enumerate() {
+                    let e = streams[0][i] as u16;
+                    let sm = streams[1][i] as u16;
+                    let x = ((sm & 0x80) << 8) | (e << 7) | (sm & 0x7f);
+                    w.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            _ => {
+                for (i, w) in out.chunks_exact_mut(4).enumerate() {
+                    let e = streams[0][i] as u32;
+                    let sm = streams[1][i] as u32
+                        | (streams[2][i] as u32) << 8
+                        | (streams[3][i] as u32) << 16;
+                    let x = ((sm & 0x0080_0000) << 8) | (e << 23) | (sm & 0x007f_ffff);
+                    w.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        },
+        Layout::SparsePlanes => {
+            let mask = streams[0];
+            let planes = &streams[1..];
+            let mut j = 0usize;
+            for (byte_index, chunk) in out.chunks_mut(8 * word).enumerate() {
+                let m = mask[byte_index];
+                if m == 0 {
+                    chunk.fill(0);
+                    continue;
+                }
+                for (bit, w) in chunk.chunks_exact_mut(word).enumerate() {
+                    if m & (1 << bit) != 0 {
+                        for (k, b) in w.iter_mut().enumerate() {
+                            *b = planes[k][j];
+                        }
+                        j += 1;
+                    } else {
+                        w.fill(0);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 3 == 0 {
+                    0
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_transform_and_layout_round_trips() {
+        for word in [1usize, 2, 4, 8] {
+            let target = sample(word * 101, 1);
+            let mut base = target.clone();
+            for (i, b) in base.iter_mut().enumerate() {
+                if i % 5 == 0 {
+                    *b = b.wrapping_add(1);
+                }
+            }
+            for t in [Transform::None, Transform::Xor, Transform::Diff] {
+                let mut residual = vec![0; target.len()];
+                forward(t, word, &target, &base, &mut residual).unwrap();
+                for layout in [
+                    Layout::Bytes,
+                    Layout::Planes,
+                    Layout::Fields,
+                    Layout::SparsePlanes,
+                ] {
+                    if layout.stream_count(word).is_none() {
+                        continue;
+                    }
+                    let streams = split(layout, word, &residual).unwrap();
+                    let refs: Vec<&[u8]> = streams.iter().map(Vec::as_slice).collect();
+                    let mut joined = vec![0xAA; residual.len()];
+                    join(layout, word, &refs, &mut joined).unwrap();
+                    assert_eq!(joined, residual, "{t:?} {layout:?} word {word}");
+                }
+                let mut back = vec![0; target.len()];
+                inverse(t, word, &residual, &base, &mut back).unwrap();
+                assert_eq!(back, target, "{t:?} word {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn diff_of_one_ulp_is_small() {
+        let base = 1.0f32.to_bits();
+        for (t, want) in [(base + 1, 2u32), (base - 1, 1), (base, 0)] {
+            let mut r = [0u8; 4];
+            forward(
+                Transform::Diff,
+                4,
+                &t.to_le_bytes(),
+                &base.to_le_bytes(),
+                &mut r,
+            )
+            .unwrap();
+            assert_eq!(u32::from_le_bytes(r), want);
+        }
+        // Across zero: +0.0 and -0.0 are neighbours in value order.
+        let mut r = [0u8; 4];
+        forward(
+            Transform::Diff,
+            4,
+            &(0x8000_0000u32).to_le_bytes(),
+            &0u32.to_le_bytes(),
+            &mut r,
+        )
+        .unwrap();
+        assert_eq!(u32::from_le_bytes(r), 1);
+    }
+
+    #[test]
+    fn join_rejects_wrong_stream_lengths() {
+        let mut out = vec![0u8; 16];
+        let mask = [0xFFu8];
+        let short = [0u8; 3];
+        let err = join(Layout::SparsePlanes, 2, &[&mask, &short, &short], &mut out).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::CorruptDelta);
+    }
+}
