@@ -38,18 +38,23 @@ pub fn encode(
     method: Method,
     level: i32,
 ) -> Result<Vec<u8>> {
-    let mut residual = vec![0u8; target.len()];
-    match (method.transform, base) {
-        (Transform::None, _) => residual.copy_from_slice(target),
-        (t, Some(base)) => transform::forward(t, word, target, base, &mut residual)?,
+    let base = match (method.transform, base) {
+        (Transform::None, _) => target,
+        (_, Some(base)) => base,
         (t, None) => {
             return Err(Error::invalid(format!(
                 "the {} transform needs a base",
                 t.name()
             )));
         }
-    }
-    let streams = transform::split(method.layout, word, &residual)?;
+    };
+    let streams = if method.layout == Layout::SparsePlanes {
+        crate::sparse::sparse_forward(method.transform, word, target, base)?
+    } else {
+        let mut residual = vec![0u8; target.len()];
+        transform::forward(method.transform, word, target, base, &mut residual)?;
+        transform::split(method.layout, word, &residual)?
+    };
     let mut header = BlobHeader {
         transform: method.transform,
         layout: method.layout,
@@ -132,7 +137,12 @@ impl BlobDecoder {
         let mut want = transform::stream_lengths(header.layout, word, len, None)?;
         for (i, &(codec, raw, stored)) in header.streams.iter().enumerate() {
             if i == 1 && header.layout == Layout::SparsePlanes {
-                want = transform::stream_lengths(header.layout, word, len, Some(&self.streams[0]))?;
+                want = transform::stream_lengths(
+                    header.layout,
+                    word,
+                    len,
+                    Some(&self.streams[0][..header.streams[0].1 as usize]),
+                )?;
             }
             if raw != want[i] as u64 {
                 return Err(Error::corrupt(format!(
@@ -142,19 +152,34 @@ impl BlobDecoder {
             }
             let body = &blob[at..at + stored as usize];
             at += stored as usize;
+            // Buffers are reused without zeroing: every byte used is overwritten here.
             let buf = &mut self.streams[i];
-            buf.clear();
             buf.resize(raw as usize, 0);
+            let dst = &mut buf[..raw as usize];
             match codec {
-                Codec::Stored => buf.copy_from_slice(body),
-                Codec::Zstd => self.zstd.decompress_into(body, buf)?,
+                Codec::Stored => dst.copy_from_slice(body),
+                Codec::Zstd => self.zstd.decompress_into(body, dst)?,
             }
         }
-        let refs: Vec<&[u8]> = self.streams.iter().map(Vec::as_slice).collect();
+        if header.layout == Layout::SparsePlanes {
+            let refs: Vec<&[u8]> = self
+                .streams
+                .iter()
+                .zip(&header.streams)
+                .map(|(s, &(_, raw, _))| &s[..raw as usize])
+                .collect();
+            let base = base.unwrap_or(&[]);
+            return crate::sparse::sparse_inverse(header.transform, word, &refs, base, out);
+        }
+        let refs: Vec<&[u8]> = self
+            .streams
+            .iter()
+            .zip(&header.streams)
+            .map(|(s, &(_, raw, _))| &s[..raw as usize])
+            .collect();
         match base {
             None => transform::join(header.layout, word, &refs, out),
             Some(base) => {
-                self.residual.clear();
                 self.residual.resize(len, 0);
                 transform::join(header.layout, word, &refs, &mut self.residual)?;
                 transform::inverse(header.transform, word, &self.residual, base, out)

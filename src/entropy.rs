@@ -31,7 +31,7 @@ impl Codec {
 
 /// The zstd level used when none is given: the best ratio that still encodes at a few hundred
 /// MB/s per thread on XOR/diff streams (see the benchmark in the README).
-pub const DEFAULT_LEVEL: i32 = 3;
+pub const DEFAULT_LEVEL: i32 = 1;
 
 /// The levels this build can compress at.
 pub fn supported_levels() -> std::ops::RangeInclusive<i32> {

@@ -16,6 +16,7 @@
 //! * [`model`] — safetensors headers: parsing (offsets in `u64`, so it works on wasm32 too).
 //! * [`transform`] — residuals (XOR as in BitX, or an order-preserving difference) and the
 //!   stream layouts (byte planes, the paper's fields, change mask + sparse planes).
+//! * [`sparse`] — the fused, vectorized kernels for the default change-mask layout.
 //! * [`entropy`] — zstd, with C zstd or pure-Rust ruzstd behind one API.
 //! * [`blob`] — one piece of a tensor to one self-describing blob and back.
 //! * [`format`] — the delta container (specified in docs/FORMAT.md).
@@ -35,6 +36,7 @@ pub mod format;
 pub mod inspect;
 pub mod model;
 pub mod rebuild;
+pub mod sparse;
 pub mod transform;
 
 #[cfg(feature = "native")]

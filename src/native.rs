@@ -54,14 +54,7 @@ impl Mapped {
 
 /// Runs `f` on a pool of `threads` threads (`None`: one per core).
 pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = threads {
-        b = b.num_threads(n.max(1));
-    }
-    let pool = b
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot start worker threads: {e}")))?;
-    Ok(pool.install(f))
+    Ok(thread_pool(threads)?.install(f))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed at the end.
@@ -155,13 +148,15 @@ impl DeltaFile {
         self.map.bytes().get(r.start as usize..r.end as usize)
     }
 
-    /// Decodes chunk `index` against `base` (the whole base file).
-    pub fn decode_chunk(
+    /// Decodes chunk `index` against `base` (the whole base file) into `out`, which is resized
+    /// to the chunk's length (a reused buffer is not zeroed first: every byte is overwritten).
+    pub fn decode_chunk_into(
         &self,
         index: usize,
         base: &[u8],
         decoder: &mut BlobDecoder,
-    ) -> Result<Vec<u8>> {
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let reads = self.plan.manifest.base_reads(index);
         let base_bytes: Cow<[u8]> = match reads.as_slice() {
             [] => Cow::Borrowed(&[]),
@@ -173,32 +168,51 @@ impl DeltaFile {
                     .collect(),
             ),
         };
-        let mut out = vec![0u8; self.plan.manifest.chunks[index].out_len as usize];
+        out.resize(self.plan.manifest.chunks[index].out_len as usize, 0);
         self.plan
-            .decode_chunk(index, |b| self.blob(b), &base_bytes, &mut out, decoder)?;
-        Ok(out)
+            .decode_chunk(index, |b| self.blob(b), &base_bytes, out, decoder)
     }
 }
 
-/// Rebuilds the target from `base` and `delta`, handing verified bytes to `sink` in file order,
-/// and checks the whole file's sha256 and blake3. `threads` decode chunks in parallel.
+/// How much a rebuild checks and how many threads it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildOptions {
+    /// Threads decoding chunks (`None`: one per core). Writing and whole-file hashing run on
+    /// one more thread, overlapping the decoding.
+    pub threads: Option<usize>,
+    /// Also hash the whole output (sha256 and blake3) and compare with the manifest. Every
+    /// chunk is checked against its blake3 either way, so every byte is verified without it;
+    /// this re-derives the hub's sha256 independently.
+    pub full_hash: bool,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions {
+            threads: None,
+            full_hash: true,
+        }
+    }
+}
+
+/// Rebuilds the target from `base` and `delta`, handing verified bytes to `sink` in file order.
 pub fn rebuild(
     base: &Path,
     delta: &Path,
-    threads: Option<usize>,
+    options: RebuildOptions,
     progress: &(dyn Fn(u64) + Sync),
     sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
 ) -> Result<Summary> {
     let delta = DeltaFile::open(delta)?;
     let base_map = Mapped::open(base)?;
-    rebuild_mapped(base_map.bytes(), &delta, threads, progress, sink)
+    rebuild_mapped(base_map.bytes(), &delta, options, progress, sink)
 }
 
 /// [`rebuild`] over bytes already in memory.
 pub fn rebuild_mapped(
     base: &[u8],
     delta: &DeltaFile,
-    threads: Option<usize>,
+    options: RebuildOptions,
     progress: &(dyn Fn(u64) + Sync),
     sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
 ) -> Result<Summary> {
@@ -207,71 +221,172 @@ pub fn rebuild_mapped(
     let header = base.get(..m.base_header_len as usize).unwrap_or(base);
     plan.check_base(Some(base.len() as u64), header)?;
 
-    with_threads(threads, || {
-        let workers = rayon::current_num_threads();
-        let window = (workers * 2).max(1);
-        let mut sha = sha2::Sha256::new();
-        let mut blake = blake3::Hasher::new();
-        let mut consume = |bytes: &[u8]| -> Result<()> {
-            sha.update(bytes);
-            blake.update(bytes);
-            sink(bytes)?;
-            progress(bytes.len() as u64);
-            Ok(())
-        };
-        consume(&m.header)?;
-        let decode_window = |range: Range<usize>| -> Vec<Result<Vec<u8>>> {
-            range
-                .into_par_iter()
-                .map_init(BlobDecoder::new, |dec, i| match dec {
-                    Ok(dec) => delta.decode_chunk(i, base, dec),
-                    Err(e) => Err(Error::invalid(e.to_string())),
-                })
-                .collect()
-        };
-        let n = m.chunks.len();
-        let mut pending = decode_window(0..window.min(n));
-        let mut next = window.min(n);
-        loop {
-            let upcoming = next..(next + window).min(n);
-            next = upcoming.end;
-            let more = !upcoming.is_empty();
-            let (written, decoded) = rayon::join(
-                || -> Result<()> {
-                    for chunk in pending.drain(..) {
-                        consume(&chunk?)?;
-                    }
-                    Ok(())
-                },
-                || {
-                    if more {
-                        decode_window(upcoming)
-                    } else {
-                        Vec::new()
-                    }
-                },
-            );
-            written?;
-            if !more {
-                break;
+    let pool = thread_pool(options.threads)?;
+    let window = (pool.current_num_threads() * 2).max(2);
+    let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(window);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let spare_rx = std::sync::Mutex::new(spare_rx);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<Summary> {
+            let mut sha = options.full_hash.then(sha2::Sha256::new);
+            let mut blake = options.full_hash.then(blake3::Hasher::new);
+            let mut consume = |bytes: &[u8]| -> Result<()> {
+                if let (Some(sha), Some(blake)) = (sha.as_mut(), blake.as_mut()) {
+                    sha.update(bytes);
+                    blake.update(bytes);
+                }
+                sink(bytes)?;
+                progress(bytes.len() as u64);
+                Ok(())
+            };
+            consume(&m.header)?;
+            for chunk in chunks_rx {
+                let chunk = chunk?;
+                consume(&chunk)?;
+                let _ = spare_tx.send(chunk);
             }
-            pending = decoded;
+            let mut summary = Summary {
+                size: m.target_size,
+                sha256: hex(&m.target_sha256),
+                blake3: hex(&m.target_blake3),
+            };
+            if let (Some(sha), Some(blake)) = (sha, blake) {
+                let sha: [u8; 32] = sha.finalize().into();
+                let blake = blake.finalize();
+                if sha != m.target_sha256 || blake.as_bytes() != &m.target_blake3 {
+                    return Err(Error::corrupt(format!(
+                        "the rebuilt file has sha256 {} but the delta promises {}",
+                        hex(&sha),
+                        hex(&m.target_sha256)
+                    )));
+                }
+                summary.sha256 = hex(&sha);
+                summary.blake3 = blake.to_hex().to_string();
+            }
+            Ok(summary)
+        });
+
+        pool.install(|| {
+            let mut allocated = 0usize;
+            let n = m.chunks.len();
+            let mut start = 0;
+            while start < n {
+                let range = start..(start + window).min(n);
+                start = range.end;
+                // At most `2 * window` output buffers ever exist: past that, wait for the writer
+                // to hand one back, so memory stays bounded and pages stay faulted in.
+                let buffers: Vec<Vec<u8>> = {
+                    let spare = spare_rx.lock().ok();
+                    range
+                        .clone()
+                        .map(|_| {
+                            let spare = spare.as_ref();
+                            if let Some(buf) = spare.and_then(|r| r.try_recv().ok()) {
+                                return buf;
+                            }
+                            if allocated < 2 * window {
+                                allocated += 1;
+                                return take_buffer();
+                            }
+                            spare.and_then(|r| r.recv().ok()).unwrap_or_default()
+                        })
+                        .collect()
+                };
+                let decoded: Vec<Result<Vec<u8>>> = range
+                    .into_par_iter()
+                    .zip(buffers)
+                    .map(|(i, mut buf)| {
+                        with_decoder(|dec| delta.decode_chunk_into(i, base, dec, &mut buf))?;
+                        Ok(buf)
+                    })
+                    .collect();
+                let failed = decoded.iter().any(|r| r.is_err());
+                for r in decoded {
+                    if chunks_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+                if failed {
+                    return;
+                }
+            }
+        });
+        drop(chunks_tx);
+        let result = writer
+            .join()
+            .map_err(|_| Error::invalid("the output thread panicked"))?;
+        if let Ok(spare) = spare_rx.lock() {
+            for buf in spare.try_iter() {
+                return_buffer(buf);
+            }
         }
-        let sha: [u8; 32] = sha.finalize().into();
-        let blake = blake.finalize();
-        if sha != m.target_sha256 || blake.as_bytes() != &m.target_blake3 {
-            return Err(Error::corrupt(format!(
-                "the rebuilt file has sha256 {} but the delta promises {}",
-                hex(&sha),
-                hex(&m.target_sha256)
-            )));
+        result
+    })
+}
+
+/// Output buffers kept between rebuilds in one process (at most 16), so a warm process does
+/// not fault fresh pages in for every file.
+static SPARE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+fn take_buffer() -> Vec<u8> {
+    SPARE_BUFFERS
+        .lock()
+        .ok()
+        .and_then(|mut v| v.pop())
+        .unwrap_or_default()
+}
+
+fn return_buffer(buf: Vec<u8>) {
+    if let Ok(mut v) = SPARE_BUFFERS.lock() {
+        if v.len() < 16 {
+            v.push(buf);
         }
-        Ok(Summary {
-            size: m.target_size,
-            sha256: hex(&sha),
-            blake3: blake.to_hex().to_string(),
-        })
-    })?
+    }
+}
+
+thread_local! {
+    /// One blob decoder per worker thread, its buffers and zstd context reused across chunks.
+    static DECODER: std::cell::RefCell<Option<BlobDecoder>> = const { std::cell::RefCell::new(None) };
+}
+
+fn with_decoder<T>(f: impl FnOnce(&mut BlobDecoder) -> Result<T>) -> Result<T> {
+    DECODER.with(|cell| {
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|_| Error::invalid("decoder re-entered"))?;
+        if slot.is_none() {
+            *slot = Some(BlobDecoder::new()?);
+        }
+        match slot.as_mut() {
+            Some(dec) => f(dec),
+            None => Err(Error::invalid("no decoder")),
+        }
+    })
+}
+
+/// A pool of `threads` workers (`None`: one per core), created once per size and kept, so
+/// repeated rebuilds in one process (a server, the benchmark) reuse warm threads and buffers.
+fn thread_pool(threads: Option<usize>) -> Result<std::sync::Arc<rayon::ThreadPool>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let n = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| Error::invalid("thread pool registry poisoned"))?;
+    if let Some(pool) = pools.get(&n) {
+        return Ok(pool.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot start worker threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.insert(n, pool.clone());
+    Ok(pool)
 }
 
 /// Rebuilds into the file `out`, atomically: nothing is left at `out` unless every check passed.
@@ -279,7 +394,7 @@ pub fn rebuild_to_file(
     base: &Path,
     delta: &Path,
     out: &Path,
-    threads: Option<usize>,
+    options: RebuildOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Summary> {
     let delta = DeltaFile::open(delta)?;
@@ -293,7 +408,7 @@ pub fn rebuild_to_file(
         summary = Some(rebuild_mapped(
             base_map.bytes(),
             &delta,
-            threads,
+            options,
             progress,
             &mut sink,
         )?);
@@ -326,7 +441,8 @@ pub fn rebuild_range(base: &Path, delta: &Path, range: Range<u64>) -> Result<Vec
     let mut decoder = BlobDecoder::new()?;
     for i in delta.plan.chunks_for(range.clone()) {
         let c = m.chunks[i];
-        let bytes = delta.decode_chunk(i, base, &mut decoder)?;
+        let mut bytes = Vec::new();
+        delta.decode_chunk_into(i, base, &mut decoder, &mut bytes)?;
         let from = range.start.max(c.out_start) - c.out_start;
         let to = range.end.min(c.out_start + c.out_len) - c.out_start;
         out.extend_from_slice(&bytes[from as usize..to as usize]);

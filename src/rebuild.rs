@@ -163,6 +163,7 @@ impl Plan {
             return Err(Error::invalid(format!("chunk {index}: wrong buffer sizes")));
         }
         let mut at_base = 0usize;
+        let mut hasher = blake3::Hasher::new();
         for (k, p) in m.pieces[chunk.pieces()].iter().enumerate() {
             let word = self.piece_word[chunk.first_piece as usize + k] as usize;
             let o = (p.out_start - chunk.out_start) as usize;
@@ -191,8 +192,10 @@ impl Plan {
                 Error::CorruptDelta { what } => Error::corrupt(format!("chunk {index}: {what}")),
                 other => other,
             })?;
+            // Hash each piece while it is still in cache.
+            hasher.update(dst);
         }
-        if blake3::hash(out).as_bytes() != &chunk.out_blake3 {
+        if hasher.finalize().as_bytes() != &chunk.out_blake3 {
             if blake3::hash(base).as_bytes() != &chunk.base_blake3 {
                 return Err(Error::wrong_base(format!(
                     "chunk {index} (output bytes {}..{}) reads base bytes that differ from those of the base the delta was made against",

@@ -175,7 +175,7 @@ word_ops!(u16, 2, forward16, inverse16);
 word_ops!(u32, 4, forward32, inverse32);
 word_ops!(u64, 8, forward64, inverse64);
 
-fn check_words(word: usize, len: usize) -> Result<()> {
+pub(crate) fn check_words(word: usize, len: usize) -> Result<()> {
     if !matches!(word, 1 | 2 | 4 | 8) || len % word != 0 {
         return Err(Error::corrupt(format!(
             "a piece of {len} bytes cannot be split into {word}-byte words"
@@ -330,9 +330,17 @@ pub fn stream_lengths(
     })
 }
 
-fn count_set(mask: &[u8], n: usize) -> usize {
+pub(crate) fn count_set(mask: &[u8], n: usize) -> usize {
     let full = n / 8;
-    let mut c: usize = mask[..full].iter().map(|b| b.count_ones() as usize).sum();
+    let words = mask[..full].chunks_exact(8);
+    let tail = words.remainder();
+    let mut c: usize = words
+        .map(|w| {
+            u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]).count_ones()
+                as usize
+        })
+        .sum();
+    c += tail.iter().map(|b| b.count_ones() as usize).sum::<usize>();
     if n % 8 != 0 {
         c += (mask[full] & ((1u8 << (n % 8)) - 1)).count_ones() as usize;
     }

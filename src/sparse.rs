@@ -1,0 +1,476 @@
+//! The hot path: [`Layout::SparsePlanes`](crate::transform::Layout) fused with its transform.
+//!
+//! Encoding computes each residual word, appends it to a packed array when non-zero and sets
+//! its mask bit, in one branch-free pass. Decoding works in blocks of 512 words that stay in L1:
+//! it *expands* the planes' non-zero words to a dense block following the mask (an interleave
+//! and a byte shuffle per 8 words on x86 with SSSE3, a scalar loop elsewhere), then *applies* the block to the base
+//! words in a loop the compiler vectorizes. A block whose mask is all zero is a plain copy of
+//! the base.
+
+use crate::error::{Error, Result};
+use crate::transform::{check_words, stream_lengths, Layout, Transform};
+
+/// A machine word of 1, 2, 4 or 8 bytes.
+pub(crate) trait Word: Copy + Default + Eq + Send + Sync + 'static {
+    const BYTES: usize;
+    fn load(b: &[u8]) -> Self;
+    fn store(self, out: &mut [u8]);
+    fn xor(self, b: Self) -> Self;
+    /// zigzag(ord(self) − ord(b)).
+    fn diff(self, b: Self) -> Self;
+    /// The inverse of [`Word::diff`]: the word whose diff against `b` is `self`.
+    fn undiff(self, b: Self) -> Self;
+    fn byte(self, k: usize) -> u8;
+}
+
+macro_rules! impl_word {
+    ($ty:ty, $signed:ty, $n:expr) => {
+        impl Word for $ty {
+            const BYTES: usize = $n;
+            #[inline(always)]
+            fn load(b: &[u8]) -> Self {
+                let mut a = [0u8; $n];
+                a.copy_from_slice(&b[..$n]);
+                <$ty>::from_le_bytes(a)
+            }
+            #[inline(always)]
+            fn store(self, out: &mut [u8]) {
+                out[..$n].copy_from_slice(&self.to_le_bytes());
+            }
+            #[inline(always)]
+            fn xor(self, b: Self) -> Self {
+                self ^ b
+            }
+            #[inline(always)]
+            fn diff(self, b: Self) -> Self {
+                let d = ord(self).wrapping_sub(ord(b));
+                (d << 1) ^ ((d as $signed) >> (<$ty>::BITS - 1)) as $ty
+            }
+            #[inline(always)]
+            fn undiff(self, b: Self) -> Self {
+                let d = (self >> 1) ^ (0 as $ty).wrapping_sub(self & 1);
+                let o = ord(b).wrapping_add(d);
+                // unord: flip the sign bit of a value-ordered word, and every other bit too
+                // when it was negative.
+                o ^ ((((!o) as $signed) >> (<$ty>::BITS - 1)) as $ty | (1 << (<$ty>::BITS - 1)))
+            }
+            #[inline(always)]
+            fn byte(self, k: usize) -> u8 {
+                (self >> (8 * k)) as u8
+            }
+        }
+
+        /// Maps a sign-magnitude float's bits to an unsigned integer in value order.
+        #[inline(always)]
+        fn ord(u: $ty) -> $ty {
+            u ^ (((u as $signed) >> (<$ty>::BITS - 1)) as $ty | (1 << (<$ty>::BITS - 1)))
+        }
+    };
+}
+
+mod w8 {
+    use super::Word;
+    impl_word!(u8, i8, 1);
+}
+mod w16 {
+    use super::Word;
+    impl_word!(u16, i16, 2);
+}
+mod w32 {
+    use super::Word;
+    impl_word!(u32, i32, 4);
+}
+mod w64 {
+    use super::Word;
+    impl_word!(u64, i64, 8);
+}
+
+fn forward_words<W: Word>(f: impl Fn(W, W) -> W, target: &[u8], base: &[u8]) -> Vec<Vec<u8>> {
+    let n = target.len() / W::BYTES;
+    let mut mask = vec![0u8; n.div_ceil(8)];
+    let mut packed = vec![W::default(); n + 1];
+    let mut j = 0usize;
+    for (i, (t, b)) in target
+        .chunks_exact(W::BYTES)
+        .zip(base.chunks_exact(W::BYTES))
+        .enumerate()
+    {
+        let z = f(W::load(t), W::load(b));
+        let nz = z != W::default();
+        packed[j] = z;
+        j += nz as usize;
+        mask[i >> 3] |= (nz as u8) << (i & 7);
+    }
+    let mut streams = Vec::with_capacity(W::BYTES + 1);
+    streams.push(mask);
+    for k in 0..W::BYTES {
+        streams.push(packed[..j].iter().map(|w| w.byte(k)).collect());
+    }
+    streams
+}
+
+/// Residual and split into [`Layout::SparsePlanes`] streams in one pass: `[mask, plane 0, …]`.
+pub fn sparse_forward(
+    t: Transform,
+    word: usize,
+    target: &[u8],
+    base: &[u8],
+) -> Result<Vec<Vec<u8>>> {
+    check_words(word, target.len())?;
+    let base = if t == Transform::None { target } else { base };
+    if base.len() != target.len() {
+        return Err(Error::invalid("target and base lengths differ"));
+    }
+    macro_rules! run {
+        ($ty:ty) => {
+            match t {
+                Transform::None => forward_words::<$ty>(|a, _| a, target, base),
+                Transform::Xor => forward_words::<$ty>(|a, b| a.xor(b), target, base),
+                Transform::Diff => forward_words::<$ty>(|a, b| a.diff(b), target, base),
+            }
+        };
+    }
+    Ok(match word {
+        1 => run!(u8),
+        2 => run!(u16),
+        4 => run!(u32),
+        _ => run!(u64),
+    })
+}
+
+/// Words per decoding block (a multiple of 8: one mask byte covers 8 words).
+const BLOCK: usize = 512;
+
+/// Reads non-zero word `j` from the planes.
+#[inline(always)]
+fn gather<W: Word>(planes: &[&[u8]], j: usize) -> W {
+    let mut bytes = [0u8; 8];
+    for (k, plane) in planes.iter().enumerate().take(W::BYTES) {
+        bytes[k] = plane[j];
+    }
+    W::load(&bytes)
+}
+
+/// Expands one mask byte's 8 words from the planes, starting at non-zero word `*j`, into `z`.
+#[inline(always)]
+fn expand_byte<W: Word>(m: u8, planes: &[&[u8]], j: &mut usize, z: &mut [W]) {
+    match m {
+        0 => z[..8].fill(W::default()),
+        0xFF => {
+            for (i, slot) in z[..8].iter_mut().enumerate() {
+                *slot = gather(planes, *j + i);
+            }
+            *j += 8;
+        }
+        _ => {
+            for (bit, slot) in z[..8].iter_mut().enumerate() {
+                let on = (m >> bit) & 1 != 0;
+                *slot = if on { gather(planes, *j) } else { W::default() };
+                *j += on as usize;
+            }
+        }
+    }
+}
+
+/// Expands mask bytes into dense words: `z[8g + b]` is the next non-zero word when bit `b` of
+/// `mask[g]` is set, else zero. The mask selects at most as many words as the planes hold.
+trait Expand: Word {
+    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [Self]) {
+        for (g, &m) in mask.iter().enumerate() {
+            expand_byte(m, planes, j, &mut z[8 * g..]);
+        }
+    }
+}
+
+impl Expand for u8 {}
+impl Expand for u64 {}
+
+impl Expand for u32 {
+    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("ssse3")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
+                return unsafe { x86::expand32(mask, planes, j, z) };
+            }
+        }
+        for (g, &m) in mask.iter().enumerate() {
+            expand_byte(m, planes, j, &mut z[8 * g..]);
+        }
+    }
+}
+
+impl Expand for u16 {
+    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("ssse3")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
+                return unsafe { x86::expand16(mask, planes[0], planes[1], j, z) };
+            }
+        }
+        for (g, &m) in mask.iter().enumerate() {
+            expand_byte(m, planes, j, &mut z[8 * g..]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// For each mask byte, the shuffle that moves packed u16 words to the set lanes and
+    /// zeroes the others.
+    const fn table() -> [[u8; 16]; 256] {
+        let mut t = [[0x80u8; 16]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let mut idx = 0u8;
+            let mut lane = 0;
+            while lane < 8 {
+                if m & (1 << lane) != 0 {
+                    t[m][2 * lane] = 2 * idx;
+                    t[m][2 * lane + 1] = 2 * idx + 1;
+                    idx += 1;
+                }
+                lane += 1;
+            }
+            m += 1;
+        }
+        t
+    }
+
+    static SHUFFLE16: [[u8; 16]; 256] = table();
+
+    /// For each mask nibble, the shuffle that moves packed u32 words to the set lanes.
+    const fn table32() -> [[u8; 16]; 16] {
+        let mut t = [[0x80u8; 16]; 16];
+        let mut m = 0;
+        while m < 16 {
+            let mut idx = 0u8;
+            let mut lane = 0;
+            while lane < 4 {
+                if m & (1 << lane) != 0 {
+                    let mut b = 0;
+                    while b < 4 {
+                        t[m][4 * lane + b] = 4 * idx + b as u8;
+                        b += 1;
+                    }
+                    idx += 1;
+                }
+                lane += 1;
+            }
+            m += 1;
+        }
+        t
+    }
+
+    static SHUFFLE32: [[u8; 16]; 16] = table32();
+
+    /// 8 bytes from each of the 4 planes in, 8 u32 words out per mask byte: two interleaves,
+    /// then one shuffle per half.
+    #[target_feature(enable = "ssse3,popcnt")]
+    pub(super) unsafe fn expand32(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u32]) {
+        let [p0, p1, p2, p3] = [planes[0], planes[1], planes[2], planes[3]];
+        for (g, &m) in mask.iter().enumerate() {
+            let at = *j..*j + 8;
+            let (Some(a), Some(b), Some(c), Some(d), Some(dst)) = (
+                p0.get(at.clone()),
+                p1.get(at.clone()),
+                p2.get(at.clone()),
+                p3.get(at),
+                z.get_mut(8 * g..8 * g + 8),
+            ) else {
+                super::expand_byte(m, planes, j, &mut z[8 * g..]);
+                continue;
+            };
+            // SAFETY: each plane slice is 8 bytes and `dst` is 8 u32 (32 bytes); unaligned
+            // loads and stores within them.
+            unsafe {
+                let a = _mm_loadl_epi64(a.as_ptr() as *const __m128i);
+                let b = _mm_loadl_epi64(b.as_ptr() as *const __m128i);
+                let c = _mm_loadl_epi64(c.as_ptr() as *const __m128i);
+                let d = _mm_loadl_epi64(d.as_ptr() as *const __m128i);
+                let ab = _mm_unpacklo_epi8(a, b);
+                let cd = _mm_unpacklo_epi8(c, d);
+                // Words 0-3 and 4-7 of the packed run, in order.
+                let first = _mm_unpacklo_epi16(ab, cd);
+                let second = _mm_unpackhi_epi16(ab, cd);
+                let lo = (m & 0x0F) as usize;
+                let hi = (m >> 4) as usize;
+                let skip = lo.count_ones() as usize;
+                // The high nibble's words start `skip` words into the run: realign by bytes.
+                let upper = match skip {
+                    0 => first,
+                    1 => _mm_alignr_epi8(second, first, 4),
+                    2 => _mm_alignr_epi8(second, first, 8),
+                    3 => _mm_alignr_epi8(second, first, 12),
+                    _ => second,
+                };
+                let s_lo = _mm_loadu_si128(SHUFFLE32[lo].as_ptr() as *const __m128i);
+                let s_hi = _mm_loadu_si128(SHUFFLE32[hi].as_ptr() as *const __m128i);
+                let out = dst.as_mut_ptr() as *mut __m128i;
+                _mm_storeu_si128(out, _mm_shuffle_epi8(first, s_lo));
+                _mm_storeu_si128(out.add(1), _mm_shuffle_epi8(upper, s_hi));
+            }
+            *j += m.count_ones() as usize;
+        }
+    }
+
+    /// 8 low bytes and 8 high bytes in, 8 u16 words out per mask byte, one shuffle each.
+    #[target_feature(enable = "ssse3,popcnt")]
+    pub(super) unsafe fn expand16(mask: &[u8], lo: &[u8], hi: &[u8], j: &mut usize, z: &mut [u16]) {
+        for (g, &m) in mask.iter().enumerate() {
+            let (Some(l), Some(h), Some(dst)) = (
+                lo.get(*j..*j + 8),
+                hi.get(*j..*j + 8),
+                z.get_mut(8 * g..8 * g + 8),
+            ) else {
+                super::expand_byte(m, &[lo, hi], j, &mut z[8 * g..]);
+                continue;
+            };
+            // SAFETY: `l` and `h` are 8 bytes, `dst` is 8 u16 (16 bytes); all accesses are
+            // unaligned loads and stores within them.
+            unsafe {
+                let l = _mm_loadl_epi64(l.as_ptr() as *const __m128i);
+                let h = _mm_loadl_epi64(h.as_ptr() as *const __m128i);
+                let words = _mm_unpacklo_epi8(l, h);
+                let s = _mm_loadu_si128(SHUFFLE16[m as usize].as_ptr() as *const __m128i);
+                _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, _mm_shuffle_epi8(words, s));
+            }
+            *j += m.count_ones() as usize;
+        }
+    }
+}
+
+fn inverse_words<W: Expand>(
+    f: impl Fn(W, W) -> W,
+    mask: &[u8],
+    planes: &[&[u8]],
+    base: &[u8],
+    out: &mut [u8],
+) {
+    let n = out.len() / W::BYTES;
+    let mut z = [W::default(); BLOCK];
+    let mut j = 0usize;
+    let mut start = 0usize;
+    while start < n {
+        let words = BLOCK.min(n - start);
+        let bytes = start * W::BYTES..(start + words) * W::BYTES;
+        let mut block_mask = [0u8; BLOCK / 8];
+        let mbytes = words.div_ceil(8);
+        block_mask[..mbytes].copy_from_slice(&mask[start / 8..start / 8 + mbytes]);
+        if words % 8 != 0 {
+            // Bits past the last word are not part of the data; ignore whatever they hold.
+            block_mask[mbytes - 1] &= (1u8 << (words % 8)) - 1;
+        }
+        let block_mask = &block_mask[..mbytes];
+        if block_mask.iter().all(|&m| m == 0) {
+            out[bytes.clone()].copy_from_slice(&base[bytes]);
+        } else {
+            W::expand(block_mask, planes, &mut j, &mut z);
+            let dst = out[bytes.clone()].chunks_exact_mut(W::BYTES);
+            let src = base[bytes].chunks_exact(W::BYTES);
+            for ((o, b), &zw) in dst.zip(src).zip(&z[..words]) {
+                f(zw, W::load(b)).store(o);
+            }
+        }
+        start += words;
+    }
+}
+
+/// Joins [`Layout::SparsePlanes`] streams and applies the transform in one pass.
+/// `streams[0]` is the mask, the others the planes.
+pub fn sparse_inverse(
+    t: Transform,
+    word: usize,
+    streams: &[&[u8]],
+    base: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    let mask = streams.first().copied().unwrap_or(&[]);
+    let want = stream_lengths(Layout::SparsePlanes, word, out.len(), Some(mask))?;
+    if streams.len() != want.len() || streams.iter().zip(&want).any(|(s, &w)| s.len() != w) {
+        return Err(Error::corrupt(
+            "sparse-planes streams have the wrong lengths",
+        ));
+    }
+    let zeros;
+    let base: &[u8] = if t == Transform::None {
+        // Without a base, a zero residual is a zero word: walk a zeroed "base".
+        zeros = vec![0u8; out.len()];
+        &zeros
+    } else if base.len() == out.len() {
+        base
+    } else {
+        return Err(Error::corrupt("residual and base lengths differ"));
+    };
+    let planes = &streams[1..];
+    macro_rules! run {
+        ($ty:ty) => {
+            match t {
+                Transform::None => inverse_words::<$ty>(|z, _| z, mask, planes, base, out),
+                Transform::Xor => inverse_words::<$ty>(|z, b| z.xor(b), mask, planes, base, out),
+                Transform::Diff => {
+                    inverse_words::<$ty>(|z, b| z.undiff(b), mask, planes, base, out)
+                }
+            }
+        };
+    }
+    match word {
+        1 => run!(u8),
+        2 => run!(u16),
+        4 => run!(u32),
+        _ => run!(u64),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ord_and_diff_agree_with_the_reference() {
+        for word in [1usize, 2, 4, 8] {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut target = Vec::new();
+            let mut base = Vec::new();
+            for i in 0..(64 * word + 3 * word) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                target.push(x as u8);
+                base.push(if i % 7 < 4 { x as u8 } else { (x >> 8) as u8 });
+            }
+            for t in [Transform::None, Transform::Xor, Transform::Diff] {
+                let mut residual = vec![0; target.len()];
+                crate::transform::forward(t, word, &target, &base, &mut residual).unwrap();
+                let reference =
+                    crate::transform::split(Layout::SparsePlanes, word, &residual).unwrap();
+                let fused = sparse_forward(t, word, &target, &base).unwrap();
+                assert_eq!(fused, reference, "{t:?} word {word}");
+                let refs: Vec<&[u8]> = fused.iter().map(Vec::as_slice).collect();
+                let mut back = vec![0xEE; target.len()];
+                sparse_inverse(t, word, &refs, &base, &mut back).unwrap();
+                assert_eq!(back, target, "{t:?} word {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn stray_mask_bits_past_the_end_are_ignored() {
+        // 3 words, mask says words 0 and 5 changed: bit 5 is past the end.
+        let base = [1u8, 0, 2, 0, 3, 0];
+        let mask = [0b0010_0001u8];
+        let lo = [7u8];
+        let hi = [0u8];
+        let mut out = [0u8; 6];
+        sparse_inverse(Transform::Xor, 2, &[&mask, &lo, &hi], &base, &mut out).unwrap();
+        assert_eq!(out, [6, 0, 2, 0, 3, 0]);
+    }
+}
