@@ -100,13 +100,18 @@ pub struct BlobDecoder {
 }
 
 impl BlobDecoder {
-    /// A decoder with empty buffers.
+    /// A decoder with empty buffers and the build's preferred zstd backend.
     pub fn new() -> Result<Self> {
-        Ok(BlobDecoder {
-            zstd: Decompressor::new()?,
+        Ok(Self::with_decompressor(Decompressor::new()?))
+    }
+
+    /// A decoder using the given zstd decoder (e.g. [`Decompressor::pure_rust`]).
+    pub fn with_decompressor(zstd: Decompressor) -> Self {
+        BlobDecoder {
+            zstd,
             streams: Vec::new(),
             residual: Vec::new(),
-        })
+        }
     }
 
     /// Decodes `blob` into `out` (the piece's bytes), applying it to `base` when the blob's

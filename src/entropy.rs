@@ -71,37 +71,51 @@ pub fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
 
 /// A reusable zstd decoder: keep one per thread.
 pub struct Decompressor {
+    backend: Backend,
+}
+
+enum Backend {
     #[cfg(feature = "zstd-c")]
-    c: zstd::bulk::Decompressor<'static>,
-    #[cfg(not(feature = "zstd-c"))]
-    rust: ruzstd::decoding::FrameDecoder,
+    C(Box<zstd::bulk::Decompressor<'static>>),
+    Rust(Box<ruzstd::decoding::FrameDecoder>),
 }
 
 impl Decompressor {
-    /// A decoder with the build's preferred backend.
+    /// A decoder with the build's preferred backend (C zstd when built with `zstd-c`).
     pub fn new() -> Result<Self> {
-        Ok(Decompressor {
-            #[cfg(feature = "zstd-c")]
-            c: zstd::bulk::Decompressor::new()
-                .map_err(|e| Error::io("starting the zstd decoder", e))?,
-            #[cfg(not(feature = "zstd-c"))]
-            rust: ruzstd::decoding::FrameDecoder::new(),
-        })
+        #[cfg(feature = "zstd-c")]
+        {
+            let c = zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::io("starting the zstd decoder", e))?;
+            Ok(Decompressor {
+                backend: Backend::C(Box::new(c)),
+            })
+        }
+        #[cfg(not(feature = "zstd-c"))]
+        {
+            Ok(Self::pure_rust())
+        }
+    }
+
+    /// A decoder using ruzstd whatever the build: the wasm build's decoder, available natively
+    /// so tests can check it reads every frame C zstd writes.
+    pub fn pure_rust() -> Self {
+        Decompressor {
+            backend: Backend::Rust(Box::new(ruzstd::decoding::FrameDecoder::new())),
+        }
     }
 
     /// Decodes one frame into `out`, which must be exactly filled.
     pub fn decompress_into(&mut self, frame: &[u8], out: &mut [u8]) -> Result<()> {
-        #[cfg(feature = "zstd-c")]
-        {
-            let n = self
-                .c
-                .decompress_to_buffer(frame, out)
-                .map_err(|e| Error::corrupt(format!("zstd stream does not decode: {e}")))?;
-            check_len(n, out.len())
-        }
-        #[cfg(not(feature = "zstd-c"))]
-        {
-            decompress_rust(&mut self.rust, frame, out)
+        match &mut self.backend {
+            #[cfg(feature = "zstd-c")]
+            Backend::C(c) => {
+                let n = c
+                    .decompress_to_buffer(frame, out)
+                    .map_err(|e| Error::corrupt(format!("zstd stream does not decode: {e}")))?;
+                check_len(n, out.len())
+            }
+            Backend::Rust(d) => decompress_rust(d, frame, out),
         }
     }
 }

@@ -77,6 +77,12 @@ pub fn write_atomically(
         w.flush()
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }
+    // Temporary files are created private; the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+    }
     tmp.persist(path).map_err(|e| {
         Error::io(
             format!("renaming the output to {}", path.display()),

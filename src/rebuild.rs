@@ -393,18 +393,15 @@ impl Rebuilder {
         loop {
             match self.phase {
                 Phase::Preamble => {
-                    if !self.have(PREAMBLE_LEN, "the preamble")? {
-                        if !self.input.is_empty() {
-                            Preamble::parse(&self.input)
-                                .map(|_| ())
-                                .or_else(|e| match e {
-                                    Error::TruncatedDelta { .. } => Ok(()),
-                                    e => Err(e),
-                                })?;
+                    // A wrong magic is reported as soon as the first bytes show it, even when
+                    // the delta is shorter than the preamble.
+                    let pre = match Preamble::parse(&self.input) {
+                        Ok(pre) => pre,
+                        Err(Error::TruncatedDelta { .. }) if !self.delta_ended => {
+                            return Ok(Some(Advance::NeedDelta));
                         }
-                        return Ok(Some(Advance::NeedDelta));
-                    }
-                    let pre = Preamble::parse(&self.input)?;
+                        Err(e) => return Err(e),
+                    };
                     self.phase = Phase::Manifest {
                         payload_offset: pre.payload_offset(),
                     };

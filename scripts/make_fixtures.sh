@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Developer tool: remakes tests/fixtures from the real fine-tunes in ../shared/data. Tests never
+# read ../shared; they use what this script committed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared/data}
+WORK=.cache/shared
+bash scripts/setup.sh
+python3 "$SHARED/unpack.py" "$WORK" >/dev/null
+MODELS=${ZIPLLM_MODELS:-.cache/models}
+./target/release/zipllm encode --base "$MODELS/base/model.bf16.safetensors" \
+  --target "$WORK/ft-a/model.bf16.safetensors" -o tests/fixtures/ft-a.bf16.zld
+cargo test --release --test format -- --ignored regenerate_sample
