@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::blob::Method;
-use crate::error::Result;
-use crate::format::{BlobHeader, TensorKind, VERSION};
+use crate::error::{Error, Result};
+use crate::format::{TensorKind, VERSION};
 use crate::rebuild::{hex, Plan};
+use crate::transform::{Layout, Transform};
 
 /// Bytes before (in the target) and after (in the delta's payload).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -72,7 +73,17 @@ pub struct Report {
     pub by_method: BTreeMap<String, Sizes>,
 }
 
-/// Builds the report; `blob(i)` gives blob `i`'s bytes (only its header is read).
+/// The method of a blob from its first two bytes.
+fn method_name(blob: &[u8]) -> Result<String> {
+    let (Some(&t), Some(&l)) = (blob.first(), blob.get(1)) else {
+        return Err(Error::corrupt("a blob is shorter than its header"));
+    };
+    let transform = Transform::from_code(t).ok_or_else(|| Error::corrupt("unknown transform"))?;
+    let layout = Layout::from_code(l).ok_or_else(|| Error::corrupt("unknown layout"))?;
+    Ok(Method::new(transform, layout).name())
+}
+
+/// Builds the report; `blob(i)` gives blob `i`'s bytes (only its first two bytes are read).
 pub fn report<'a>(plan: &Plan, blob: impl Fn(u32) -> Option<&'a [u8]>) -> Result<Report> {
     let m = &plan.manifest;
     let mut by_kind: BTreeMap<String, Sizes> = BTreeMap::new();
@@ -89,9 +100,10 @@ pub fn report<'a>(plan: &Plan, blob: impl Fn(u32) -> Option<&'a [u8]>) -> Result
                     let len = m.blobs[b as usize].len;
                     after += len;
                     if let Some(bytes) = blob(b) {
-                        let (h, _) = BlobHeader::parse(bytes)?;
-                        let name = Method::new(h.transform, h.layout).name();
-                        by_method.entry(name).or_default().add(piece.len, len);
+                        by_method
+                            .entry(method_name(bytes)?)
+                            .or_default()
+                            .add(piece.len, len);
                     }
                 }
             }

@@ -25,6 +25,7 @@
 //! * [`inspect`] — what a delta holds, by tensor kind, dtype and method.
 //! * [`native`] (feature `native`) — files, threads and atomic output for the CLI; [`bench`]
 //!   measures a pair side by side.
+//! * `wasm` (feature `wasm`, wasm32 only) — the JS bindings of the npm package.
 //!
 //! Every error is an [`Error`] with a stable [`ErrorCode`].
 
@@ -43,6 +44,8 @@ pub mod transform;
 pub mod bench;
 #[cfg(feature = "native")]
 pub mod native;
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub mod wasm;
 
 pub use encode::{encode, EncodeOptions, EncodedDelta, Strategy};
 pub use error::{Error, ErrorCode, Result};

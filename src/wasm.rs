@@ -1,0 +1,690 @@
+//! WebAssembly bindings (npm package `zipllm`): a thin skin over the core.
+//!
+//! Everything here converts between JS values and the core's types, and moves bytes between JS
+//! sources (`Blob`, `Uint8Array`, `ReadableStream`, `Response`, async reader functions) and the
+//! sans-I/O [`Rebuilder`] / [`Plan`]. No codec logic lives here. Errors become JS `Error`s with a
+//! stable `code` (`WRONG_BASE`, `CORRUPT_DELTA`, `TRUNCATED_DELTA`, `BAD_SAFETENSORS`, …).
+
+use futures_util::stream;
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use serde::Serialize;
+use sha2::Digest as _;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::blob::BlobDecoder;
+use crate::error::{Error, ErrorCode};
+use crate::format::{Preamble, PREAMBLE_LEN};
+use crate::model::{Model, PREFIX_LEN};
+use crate::rebuild::{hex, Plan, Rebuilder, Step};
+use crate::{EncodeOptions, Strategy};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Random-access bytes: a Blob/File, bytes in memory, or an async reader of `length` bytes at `offset`. */
+export type ByteSource =
+  | Blob
+  | ArrayBuffer
+  | Uint8Array
+  | ((offset: number, length: number) => Uint8Array | ArrayBuffer | Promise<Uint8Array | ArrayBuffer>);
+
+/** Sequential bytes: anything a ByteSource is, or a stream of chunks, or a fetch Response. */
+export type StreamSource = ByteSource | ReadableStream<Uint8Array> | Response;
+
+export interface Progress {
+  /** "rebuilding" while bytes flow, "done" once the whole file was verified. */
+  phase: "rebuilding" | "done";
+  /** Delta bytes consumed so far. */
+  deltaBytes: number;
+  /** Output bytes handed out so far (each chunk verified before). */
+  outputBytes: number;
+  /** Size of the file being rebuilt. */
+  totalBytes: number;
+  /** Set when phase is "done": the rebuilt file's sha256 (the hub's LFS oid) and blake3. */
+  sha256?: string;
+  blake3?: string;
+}
+
+export interface RebuildOptions {
+  /** The base model the delta was made against. */
+  base: ByteSource;
+  /** The delta, possibly still downloading. */
+  delta: StreamSource;
+  /** Called after every verified chunk, and once at the end. */
+  onProgress?: (p: Progress) => void;
+}
+
+export interface RangeOptions {
+  base: ByteSource;
+  /** Random access is needed: bytes, a Blob, or a reader (e.g. fetch with Range). */
+  delta: ByteSource;
+  /** First byte of the range. */
+  start: number;
+  /** One past the last byte. */
+  end: number;
+}
+
+export interface EncodeOptions {
+  /** zstd level; this build offers those listed by `encodeLevels()`. */
+  level?: number;
+  /** "auto" (default), "bitx", "bitx-fields" or "best". */
+  strategy?: "auto" | "bitx" | "bitx-fields" | "best";
+}
+
+export interface Summary { size: number; sha256: string; blake3: string; }
+
+export interface TensorHash { name: string; dtype: string; shape: number[]; bytes: number; blake3: string; }
+
+export interface FileHashes { size: number; sha256: string; blake3: string; }
+
+export interface TensorHashes extends FileHashes { tensors: TensorHash[]; }
+
+/** An Error from zipllm: `code` says what kind. */
+export interface ZipllmError extends Error {
+  code: "BAD_SAFETENSORS" | "CORRUPT_DELTA" | "TRUNCATED_DELTA" | "UNSUPPORTED_VERSION" | "WRONG_BASE" | "INVALID_INPUT" | "IO";
+}
+"#;
+
+fn js_error(e: &Error) -> JsValue {
+    coded(e.code(), &e.to_string())
+}
+
+fn coded(code: ErrorCode, message: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    let _ = Reflect::set(&err, &"code".into(), &code.as_str().into());
+    err.into()
+}
+
+fn invalid(message: &str) -> JsValue {
+    coded(ErrorCode::InvalidInput, message)
+}
+
+fn field(options: &JsValue, name: &str) -> Result<JsValue, JsValue> {
+    if !options.is_object() {
+        return Err(invalid("options must be an object"));
+    }
+    Reflect::get(options, &name.into())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| invalid(&e.to_string()))
+}
+
+/// Awaits a value if it is a promise.
+async fn resolve(v: JsValue) -> Result<JsValue, JsValue> {
+    match v.dyn_into::<Promise>() {
+        Ok(p) => JsFuture::from(p).await,
+        Err(v) => Ok(v),
+    }
+}
+
+fn bytes_of(v: &JsValue) -> Option<Uint8Array> {
+    if let Some(u) = v.dyn_ref::<Uint8Array>() {
+        return Some(u.clone());
+    }
+    if v.is_instance_of::<js_sys::ArrayBuffer>() {
+        return Some(Uint8Array::new(v));
+    }
+    None
+}
+
+/// Random-access bytes from JS.
+enum Source {
+    Bytes(Uint8Array),
+    Blob(web_sys::Blob),
+    Reader(Function),
+}
+
+impl Source {
+    fn from_js(v: JsValue, what: &str) -> Result<Source, JsValue> {
+        if let Some(u) = bytes_of(&v) {
+            return Ok(Source::Bytes(u));
+        }
+        if let Some(f) = v.dyn_ref::<Function>() {
+            return Ok(Source::Reader(f.clone()));
+        }
+        match v.dyn_into::<web_sys::Blob>() {
+            Ok(b) => Ok(Source::Blob(b)),
+            Err(_) => Err(invalid(&format!(
+                "{what} must be a Blob, an ArrayBuffer, a Uint8Array or a function (offset, length) => bytes"
+            ))),
+        }
+    }
+
+    fn len(&self) -> Option<u64> {
+        match self {
+            Source::Bytes(u) => Some(u.length() as u64),
+            Source::Blob(b) => Some(b.size() as u64),
+            Source::Reader(_) => None,
+        }
+    }
+
+    async fn read(&self, start: u64, end: u64) -> Result<Vec<u8>, JsValue> {
+        let want = (end - start) as usize;
+        let got = match self {
+            Source::Bytes(u) => {
+                if end > u.length() as u64 {
+                    return Err(coded(
+                        ErrorCode::WrongBase,
+                        &format!(
+                            "bytes {start}..{end} are past the end of a {}-byte source",
+                            u.length()
+                        ),
+                    ));
+                }
+                return Ok(u.subarray(start as u32, end as u32).to_vec());
+            }
+            Source::Blob(b) => {
+                let part = b.slice_with_f64_and_f64(start as f64, end as f64)?;
+                JsFuture::from(part.array_buffer()).await?
+            }
+            Source::Reader(f) => {
+                resolve(f.call2(
+                    &JsValue::NULL,
+                    &(start as f64).into(),
+                    &(want as f64).into(),
+                )?)
+                .await?
+            }
+        };
+        let bytes = bytes_of(&got)
+            .ok_or_else(|| invalid("a reader must return a Uint8Array or an ArrayBuffer"))?;
+        if bytes.length() as usize != want {
+            return Err(coded(
+                ErrorCode::WrongBase,
+                &format!(
+                    "asked for bytes {start}..{end}, the source returned {}",
+                    bytes.length()
+                ),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Sequential bytes from JS: a stream, a Response, or random-access bytes read in order.
+enum Sequential {
+    Stream(web_sys::ReadableStreamDefaultReader),
+    Source {
+        source: Source,
+        at: u64,
+        len: Option<u64>,
+    },
+}
+
+const SEQUENTIAL_READ: u64 = 1 << 20;
+
+impl Sequential {
+    fn from_js(v: JsValue, what: &str) -> Result<Sequential, JsValue> {
+        let stream = if let Some(r) = v.dyn_ref::<web_sys::Response>() {
+            Some(
+                r.body()
+                    .ok_or_else(|| invalid(&format!("{what}: the Response has no body")))?,
+            )
+        } else {
+            v.dyn_ref::<web_sys::ReadableStream>().cloned()
+        };
+        if let Some(s) = stream {
+            let reader = s
+                .get_reader()
+                .dyn_into::<web_sys::ReadableStreamDefaultReader>()?;
+            return Ok(Sequential::Stream(reader));
+        }
+        let source = Source::from_js(v, what)?;
+        let len = source.len();
+        Ok(Sequential::Source { source, at: 0, len })
+    }
+
+    /// The next bytes, or `None` at the end.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, JsValue> {
+        match self {
+            Sequential::Stream(reader) => {
+                let result = JsFuture::from(reader.read()).await?;
+                if Reflect::get(&result, &"done".into())?.is_truthy() {
+                    return Ok(None);
+                }
+                let value = Reflect::get(&result, &"value".into())?;
+                let bytes = bytes_of(&value)
+                    .ok_or_else(|| invalid("the stream must yield Uint8Array chunks"))?;
+                Ok(Some(bytes.to_vec()))
+            }
+            Sequential::Source { source, at, len } => {
+                let Some(len) = *len else {
+                    return Err(invalid(
+                        "a reader function needs a known length: pass a stream instead",
+                    ));
+                };
+                if *at >= len {
+                    return Ok(None);
+                }
+                let end = (*at + SEQUENTIAL_READ).min(len);
+                let bytes = source.read(*at, end).await?;
+                *at = end;
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
+/// One streaming rebuild in progress.
+struct Run {
+    machine: Rebuilder,
+    base: Source,
+    delta: Sequential,
+    progress: Option<Function>,
+    finished: bool,
+}
+
+enum Next {
+    Chunk(Uint8Array),
+    End,
+}
+
+impl Run {
+    fn report(&self, summary: Option<&crate::Summary>) {
+        let Some(f) = &self.progress else { return };
+        let total = self.machine.plan().map_or(0, |p| p.manifest.target_size);
+        let p = Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = Reflect::set(&p, &k.into(), &v);
+        };
+        set(
+            "phase",
+            if summary.is_some() {
+                "done"
+            } else {
+                "rebuilding"
+            }
+            .into(),
+        );
+        set("deltaBytes", (self.machine.delta_consumed() as f64).into());
+        set("outputBytes", (self.machine.written() as f64).into());
+        set("totalBytes", (total as f64).into());
+        if let Some(s) = summary {
+            set("sha256", s.sha256.clone().into());
+            set("blake3", s.blake3.clone().into());
+        }
+        let _ = f.call1(&JsValue::NULL, &p);
+    }
+
+    /// Drives the machine to its next verified chunk of output.
+    async fn next(&mut self) -> Result<Next, JsValue> {
+        loop {
+            enum Want {
+                Delta,
+                Base(std::ops::Range<u64>),
+                Out(Uint8Array),
+                Done(crate::Summary),
+            }
+            let want = match self.machine.poll().map_err(|e| js_error(&e))? {
+                Step::NeedDelta => Want::Delta,
+                Step::NeedBase(r) => Want::Base(r),
+                Step::Output(bytes) => Want::Out(Uint8Array::from(bytes)),
+                Step::Done(s) => Want::Done(s),
+            };
+            match want {
+                Want::Delta => match self.delta.next().await? {
+                    Some(bytes) => self.machine.push_delta(&bytes),
+                    None => self.machine.end_delta(),
+                },
+                Want::Base(r) => {
+                    let bytes = self.base.read(r.start, r.end).await?;
+                    self.machine
+                        .provide_base(&bytes)
+                        .map_err(|e| js_error(&e))?;
+                }
+                Want::Out(chunk) => {
+                    self.report(None);
+                    return Ok(Next::Chunk(chunk));
+                }
+                Want::Done(summary) => {
+                    self.report(Some(&summary));
+                    return Ok(Next::End);
+                }
+            }
+        }
+    }
+}
+
+fn start_run(options: &JsValue) -> Result<Run, JsValue> {
+    let base = Source::from_js(field(options, "base")?, "base")?;
+    let delta = Sequential::from_js(field(options, "delta")?, "delta")?;
+    let progress = field(options, "onProgress")?.dyn_into::<Function>().ok();
+    let machine = Rebuilder::new(base.len(), true).map_err(|e| js_error(&e))?;
+    Ok(Run {
+        machine,
+        base,
+        delta,
+        progress,
+        finished: false,
+    })
+}
+
+/// Rebuilds the fine-tuned file from `base` and a `delta` that may still be arriving. The
+/// stream yields the file in order, each 4 MiB chunk only after its checksum passed, and errors
+/// (with a coded `Error`) on a wrong base or a corrupt delta instead of yielding bad bytes.
+#[wasm_bindgen(js_name = rebuild, unchecked_return_type = "ReadableStream<Uint8Array>")]
+pub fn rebuild(
+    #[wasm_bindgen(unchecked_param_type = "RebuildOptions")] options: JsValue,
+) -> Result<web_sys::ReadableStream, JsValue> {
+    let run = start_run(&options)?;
+    let chunks = stream::unfold(run, |mut run| async move {
+        if run.finished {
+            return None;
+        }
+        match run.next().await {
+            Ok(Next::Chunk(c)) => Some((Ok(JsValue::from(c)), run)),
+            Ok(Next::End) => None,
+            Err(e) => {
+                run.finished = true;
+                Some((Err(e), run))
+            }
+        }
+    });
+    Ok(wasm_streams::ReadableStream::from_stream(chunks).into_raw())
+}
+
+/// Rebuilds and checks everything without keeping the output; resolves to the file's identity.
+#[wasm_bindgen(js_name = verify, unchecked_return_type = "Promise<Summary>")]
+pub async fn verify(
+    #[wasm_bindgen(unchecked_param_type = "RebuildOptions")] options: JsValue,
+) -> Result<JsValue, JsValue> {
+    let mut run = start_run(&options)?;
+    while let Next::Chunk(_) = run.next().await? {}
+    let summary = crate::Summary {
+        size: run.machine.written(),
+        sha256: run
+            .machine
+            .plan()
+            .map(|p| hex(&p.manifest.target_sha256))
+            .unwrap_or_default(),
+        blake3: run
+            .machine
+            .plan()
+            .map(|p| hex(&p.manifest.target_blake3))
+            .unwrap_or_default(),
+    };
+    to_json(&summary)
+}
+
+async fn open_plan(delta: &Source) -> Result<Plan, JsValue> {
+    let head = delta
+        .read(0, PREAMBLE_LEN.min(delta.len().unwrap_or(PREAMBLE_LEN)))
+        .await?;
+    let pre = Preamble::parse(&head).map_err(|e| js_error(&e))?;
+    if let Some(len) = delta.len() {
+        if len < pre.payload_offset() {
+            return Err(js_error(&Error::TruncatedDelta {
+                what: format!(
+                    "the delta is {len} bytes but its manifest ends at byte {}",
+                    pre.payload_offset()
+                ),
+            }));
+        }
+    }
+    let head = delta.read(0, pre.payload_offset()).await?;
+    Plan::from_delta_head(&head).map_err(|e| js_error(&e))
+}
+
+/// Rebuilds bytes `[start, end)` of the fine-tuned file alone, decoding only the chunks that
+/// cover them. The delta must allow random access.
+#[wasm_bindgen(js_name = rebuildRange, unchecked_return_type = "Promise<Uint8Array>")]
+pub async fn rebuild_range(
+    #[wasm_bindgen(unchecked_param_type = "RangeOptions")] options: JsValue,
+) -> Result<JsValue, JsValue> {
+    let base = Source::from_js(field(&options, "base")?, "base")?;
+    let delta = Source::from_js(field(&options, "delta")?, "delta")?;
+    let start = field(&options, "start")?
+        .as_f64()
+        .ok_or_else(|| invalid("start must be a number"))? as u64;
+    let end = field(&options, "end")?
+        .as_f64()
+        .ok_or_else(|| invalid("end must be a number"))? as u64;
+    let plan = open_plan(&delta).await?;
+    let m = &plan.manifest;
+    if start > end || end > m.target_size {
+        return Err(invalid(&format!(
+            "range {start}..{end} is outside the {}-byte file",
+            m.target_size
+        )));
+    }
+    let header = base.read(0, m.base_header_len).await?;
+    plan.check_base(base.len(), &header)
+        .map_err(|e| js_error(&e))?;
+    let mut out = Vec::with_capacity((end - start) as usize);
+    let h = m.header.len() as u64;
+    if start < h {
+        out.extend_from_slice(&m.header[start as usize..end.min(h) as usize]);
+    }
+    let mut decoder = BlobDecoder::new().map_err(|e| js_error(&e))?;
+    for i in plan.chunks_for(start..end) {
+        let mut blobs = std::collections::BTreeMap::new();
+        for b in plan.chunk_blobs(i) {
+            let r = plan.blob_range(b);
+            blobs.insert(b, delta.read(r.start, r.end).await?);
+        }
+        let mut base_bytes = Vec::new();
+        for r in m.base_reads(i) {
+            base_bytes.extend_from_slice(&base.read(r.start, r.end).await?);
+        }
+        let c = m.chunks[i];
+        let mut chunk = vec![0u8; c.out_len as usize];
+        plan.decode_chunk(
+            i,
+            |b| blobs.get(&b).map(Vec::as_slice),
+            &base_bytes,
+            &mut chunk,
+            &mut decoder,
+        )
+        .map_err(|e| js_error(&e))?;
+        let from = start.max(c.out_start) - c.out_start;
+        let to = end.min(c.out_start + c.out_len) - c.out_start;
+        out.extend_from_slice(&chunk[from as usize..to as usize]);
+    }
+    Ok(Uint8Array::from(out.as_slice()).into())
+}
+
+/// What a delta holds: sizes before and after by tensor kind, dtype and method.
+#[wasm_bindgen(js_name = inspect, unchecked_return_type = "Promise<object>")]
+pub async fn inspect(
+    #[wasm_bindgen(unchecked_param_type = "ByteSource")] delta: JsValue,
+) -> Result<JsValue, JsValue> {
+    let delta = Source::from_js(delta, "delta")?;
+    let plan = open_plan(&delta).await?;
+    let mut heads = std::collections::BTreeMap::new();
+    for b in 0..plan.manifest.blobs.len() as u32 {
+        let r = plan.blob_range(b);
+        // Only the blob's method (its first two bytes) is needed.
+        let end = r.end.min(r.start + 2);
+        heads.insert(b, delta.read(r.start, end).await?);
+    }
+    let report = crate::inspect::report(&plan, |b| heads.get(&b).map(Vec::as_slice))
+        .map_err(|e| js_error(&e))?;
+    to_json(&report)
+}
+
+/// The zstd levels `encode` offers in this build.
+#[wasm_bindgen(js_name = encodeLevels)]
+pub fn encode_levels() -> Vec<i32> {
+    crate::entropy::supported_levels().collect()
+}
+
+/// Makes a delta that rebuilds `target` from `base` (both whole files in memory).
+#[wasm_bindgen(js_name = encode)]
+pub fn encode(
+    base: &[u8],
+    target: &[u8],
+    #[wasm_bindgen(unchecked_param_type = "EncodeOptions | undefined")] options: JsValue,
+) -> Result<Vec<u8>, JsValue> {
+    let mut opts = EncodeOptions::default();
+    if options.is_object() {
+        if let Some(level) = field(&options, "level")?.as_f64() {
+            opts.level = level as i32;
+        }
+        if let Some(name) = field(&options, "strategy")?.as_string() {
+            opts.strategy = Strategy::from_name(&name)
+                .ok_or_else(|| invalid(&format!("unknown strategy `{name}`")))?;
+        }
+    }
+    let delta = crate::encode(base, target, &opts, &|_| {}).map_err(|e| js_error(&e))?;
+    delta.to_bytes().map_err(|e| js_error(&e))
+}
+
+#[derive(Serialize)]
+struct FileHashes {
+    size: u64,
+    sha256: String,
+    blake3: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tensors: Option<Vec<TensorHash>>,
+}
+
+#[derive(Serialize)]
+struct TensorHash {
+    name: String,
+    dtype: String,
+    shape: Vec<u64>,
+    bytes: u64,
+    blake3: String,
+}
+
+/// Hashes a file as it streams past: sha256 (the hub's LFS oid) and blake3.
+#[wasm_bindgen(js_name = hashFile, unchecked_return_type = "Promise<FileHashes>")]
+pub async fn hash_file(
+    #[wasm_bindgen(unchecked_param_type = "StreamSource")] source: JsValue,
+) -> Result<JsValue, JsValue> {
+    let mut input = Sequential::from_js(source, "source")?;
+    let mut sha = sha2::Sha256::new();
+    let mut blake = blake3::Hasher::new();
+    let mut size = 0u64;
+    while let Some(bytes) = input.next().await? {
+        sha.update(&bytes);
+        blake.update(&bytes);
+        size += bytes.len() as u64;
+    }
+    to_json(&FileHashes {
+        size,
+        sha256: hex(&sha.finalize()),
+        blake3: blake.finalize().to_hex().to_string(),
+        tensors: None,
+    })
+}
+
+/// Hashes a safetensors file tensor by tensor (blake3 of each tensor's bytes, the key the
+/// encoder deduplicates on) and as a whole, streaming.
+#[wasm_bindgen(js_name = hashTensors, unchecked_return_type = "Promise<TensorHashes>")]
+pub async fn hash_tensors(
+    #[wasm_bindgen(unchecked_param_type = "StreamSource")] source: JsValue,
+) -> Result<JsValue, JsValue> {
+    let mut input = Sequential::from_js(source, "source")?;
+    let mut sha = sha2::Sha256::new();
+    let mut blake = blake3::Hasher::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut offset = 0u64;
+    let mut model: Option<Model> = None;
+    let mut tensors = Vec::new();
+    let mut current = 0usize;
+    let mut tensor_hasher = blake3::Hasher::new();
+    loop {
+        let next = input.next().await?;
+        if let Some(bytes) = &next {
+            sha.update(bytes);
+            blake.update(bytes);
+            pending.extend_from_slice(bytes);
+        }
+        if model.is_none() {
+            if pending.len() < PREFIX_LEN as usize && next.is_some() {
+                continue;
+            }
+            let region = Model::header_region_len(&pending, None).map_err(|e| js_error(&e))?;
+            if (pending.len() as u64) < region {
+                if next.is_none() {
+                    return Err(js_error(&Error::BadSafetensors {
+                        what: format!(
+                            "header length {} runs past the end of the file",
+                            region - PREFIX_LEN
+                        ),
+                    }));
+                }
+                continue;
+            }
+            model = Some(
+                Model::parse_header(&pending[..region as usize], None).map_err(|e| js_error(&e))?,
+            );
+        }
+        let Some(m) = &model else { continue };
+        // Hash tensor bytes as they arrive; tensors are contiguous in file order.
+        let mut at = 0usize;
+        while at < pending.len() {
+            let pos = offset + at as u64;
+            if pos < m.header_len {
+                at += ((m.header_len - pos) as usize).min(pending.len() - at);
+                continue;
+            }
+            let Some(t) = m.tensors.get(current) else {
+                return Err(js_error(&Error::BadSafetensors {
+                    what: "bytes after the last tensor".into(),
+                }));
+            };
+            let take = ((t.end - pos) as usize).min(pending.len() - at);
+            tensor_hasher.update(&pending[at..at + take]);
+            at += take;
+            if pos + take as u64 == t.end {
+                tensors.push(TensorHash {
+                    name: t.name.clone(),
+                    dtype: t.dtype.name().into(),
+                    shape: t.shape.clone(),
+                    bytes: t.len(),
+                    blake3: std::mem::replace(&mut tensor_hasher, blake3::Hasher::new())
+                        .finalize()
+                        .to_hex()
+                        .to_string(),
+                });
+                current += 1;
+            }
+        }
+        while let Some(t) = m.tensors.get(current).filter(|t| t.is_empty()) {
+            tensors.push(TensorHash {
+                name: t.name.clone(),
+                dtype: t.dtype.name().into(),
+                shape: t.shape.clone(),
+                bytes: 0,
+                blake3: blake3::hash(&[]).to_hex().to_string(),
+            });
+            current += 1;
+        }
+        offset += pending.len() as u64;
+        pending.clear();
+        if next.is_none() {
+            break;
+        }
+    }
+    let m = model.ok_or_else(|| {
+        js_error(&Error::BadSafetensors {
+            what: "the file is empty".into(),
+        })
+    })?;
+    if offset != m.file_len || current != m.tensors.len() {
+        return Err(js_error(&Error::BadSafetensors {
+            what: format!(
+                "the header describes {} bytes but the file has {offset}",
+                m.file_len
+            ),
+        }));
+    }
+    to_json(&FileHashes {
+        size: offset,
+        sha256: hex(&sha.finalize()),
+        blake3: blake.finalize().to_hex().to_string(),
+        tensors: Some(tensors),
+    })
+}
+
+/// The delta format version this build reads and writes.
+#[wasm_bindgen(js_name = formatVersion)]
+pub fn format_version() -> u32 {
+    crate::format::VERSION
+}
