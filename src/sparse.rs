@@ -203,6 +203,12 @@ impl Expand for u32 {
 }
 
 impl Expand for u16 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
+        simd128::expand16(mask, planes[0], planes[1], j, z);
+    }
+
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -219,32 +225,71 @@ impl Expand for u16 {
     }
 }
 
+/// The shuffle that moves packed u16 words to the lanes a mask byte selects (0x80: zero).
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+const fn shuffle16_table() -> [[u8; 16]; 256] {
+    let mut t = [[0x80u8; 16]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut idx = 0u8;
+        let mut lane = 0;
+        while lane < 8 {
+            if m & (1 << lane) != 0 {
+                t[m][2 * lane] = 2 * idx;
+                t[m][2 * lane + 1] = 2 * idx + 1;
+                idx += 1;
+            }
+            lane += 1;
+        }
+        m += 1;
+    }
+    t
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use std::arch::wasm32::*;
+
+    static SHUFFLE16: [[u8; 16]; 256] = super::shuffle16_table();
+
+    /// The SSSE3 kernel's twin: interleave 8 low and 8 high bytes, then one swizzle.
+    pub(super) fn expand16(mask: &[u8], lo: &[u8], hi: &[u8], j: &mut usize, z: &mut [u16]) {
+        for (g, &m) in mask.iter().enumerate() {
+            let (Some(l), Some(h), Some(dst)) = (
+                lo.get(*j..*j + 8),
+                hi.get(*j..*j + 8),
+                z.get_mut(8 * g..8 * g + 8),
+            ) else {
+                super::expand_byte(m, &[lo, hi], j, &mut z[8 * g..]);
+                continue;
+            };
+            // SAFETY: `l` and `h` are 8 bytes, the table row and `dst` 16; wasm loads and stores
+            // are unaligned-safe.
+            unsafe {
+                let l = v128_load64_zero(l.as_ptr() as *const u64);
+                let h = v128_load64_zero(h.as_ptr() as *const u64);
+                let words =
+                    u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(l, h);
+                let s = v128_load(SHUFFLE16[m as usize].as_ptr() as *const v128);
+                // Indices of 16 and more (the 0x80 entries) select zero.
+                v128_store(dst.as_mut_ptr() as *mut v128, u8x16_swizzle(words, s));
+            }
+            *j += m.count_ones() as usize;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// For each mask byte, the shuffle that moves packed u16 words to the set lanes and
-    /// zeroes the others.
-    const fn table() -> [[u8; 16]; 256] {
-        let mut t = [[0x80u8; 16]; 256];
-        let mut m = 0;
-        while m < 256 {
-            let mut idx = 0u8;
-            let mut lane = 0;
-            while lane < 8 {
-                if m & (1 << lane) != 0 {
-                    t[m][2 * lane] = 2 * idx;
-                    t[m][2 * lane + 1] = 2 * idx + 1;
-                    idx += 1;
-                }
-                lane += 1;
-            }
-            m += 1;
-        }
-        t
-    }
-
-    static SHUFFLE16: [[u8; 16]; 256] = table();
+    static SHUFFLE16: [[u8; 16]; 256] = super::shuffle16_table();
 
     /// For each mask nibble, the shuffle that moves packed u32 words to the set lanes.
     const fn table32() -> [[u8; 16]; 16] {

@@ -53,6 +53,12 @@ export interface RebuildOptions {
   delta: StreamSource;
   /** Called after every verified chunk, and once at the end. */
   onProgress?: (p: Progress) => void;
+  /**
+   * Also hash the whole output (sha256, blake3) and compare with the delta's record (default
+   * true). Every chunk is checked against its blake3 either way; the whole-file sha256 is what
+   * ties the output to the hub's LFS oid independently of the delta's own checksums.
+   */
+  fullHash?: boolean;
 }
 
 export interface RangeOptions {
@@ -353,7 +359,8 @@ fn start_run(options: &JsValue) -> Result<Run, JsValue> {
     let base = Source::from_js(field(options, "base")?, "base")?;
     let delta = Sequential::from_js(field(options, "delta")?, "delta")?;
     let progress = field(options, "onProgress")?.dyn_into::<Function>().ok();
-    let machine = Rebuilder::new(base.len(), true).map_err(|e| js_error(&e))?;
+    let full_hash = field(options, "fullHash")?.as_bool().unwrap_or(true);
+    let machine = Rebuilder::new(base.len(), full_hash).map_err(|e| js_error(&e))?;
     Ok(Run {
         machine,
         base,

@@ -1,0 +1,163 @@
+// The npm package as a Node user imports it: `import * as zipllm from "zipllm"` resolves to
+// pkg/node through the package's conditional exports.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import * as zipllm from 'zipllm';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
+const BASE = path.join(models, 'base/model.bf16.safetensors');
+const BASE_FP32 = path.join(models, 'base/model.safetensors');
+const DELTA = path.join(root, 'tests/fixtures/ft-a.bf16.zld');
+const FT_A_SHA256 = 'f2f2f85cabf465c4a0adc9481a6b0b732bd5128a58f745ff5b04a6061192a5b3';
+
+async function drain(stream) {
+  const sha = crypto.createHash('sha256');
+  const parts = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    assert.ok(chunk instanceof Uint8Array);
+    sha.update(chunk);
+    parts.push(chunk);
+    size += chunk.length;
+  }
+  return { size, sha256: sha.digest('hex'), bytes: Buffer.concat(parts) };
+}
+
+async function expectCode(promise, code) {
+  await assert.rejects(promise, (e) => {
+    assert.ok(e instanceof Error, `not an Error: ${e}`);
+    assert.equal(e.code, code, e.message);
+    return true;
+  });
+}
+
+test('rebuilds ft-a from a file-backed Blob base and a streamed delta', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const delta = (await fs.openAsBlob(DELTA)).stream();
+  const seen = [];
+  const out = await drain(zipllm.rebuild({ base, delta, onProgress: (p) => seen.push(p) }));
+  assert.equal(out.sha256, FT_A_SHA256);
+  const last = seen.at(-1);
+  assert.equal(last.phase, 'done');
+  assert.equal(last.sha256, FT_A_SHA256);
+  assert.equal(last.outputBytes, out.size);
+  assert.equal(last.totalBytes, out.size);
+  assert.equal(last.deltaBytes, fs.statSync(DELTA).size);
+  // Progress is monotone and arrives chunk by chunk.
+  assert.ok(seen.length > 5);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].outputBytes >= seen[i - 1].outputBytes);
+});
+
+test('accepts bytes, an async reader and a fetch Response', async () => {
+  const baseBytes = new Uint8Array(fs.readFileSync(BASE));
+  const deltaBytes = new Uint8Array(fs.readFileSync(DELTA));
+  const reader = async (offset, length) => baseBytes.subarray(offset, offset + length);
+  const response = new Response(new Blob([deltaBytes]).stream());
+  for (const [base, delta] of [[baseBytes, deltaBytes], [reader, response], [baseBytes.buffer, deltaBytes]]) {
+    const out = await drain(zipllm.rebuild({ base, delta }));
+    assert.equal(out.sha256, FT_A_SHA256);
+  }
+});
+
+test('output flows while the delta is still arriving', async () => {
+  const baseBytes = new Uint8Array(fs.readFileSync(BASE));
+  const deltaBytes = new Uint8Array(fs.readFileSync(DELTA));
+  let sent = 0;
+  let firstOutputAt = -1;
+  const delta = new ReadableStream({
+    async pull(controller) {
+      if (sent >= deltaBytes.length) return controller.close();
+      const n = Math.min(256 * 1024, deltaBytes.length - sent);
+      controller.enqueue(deltaBytes.slice(sent, sent + n));
+      sent += n;
+      await new Promise((r) => setTimeout(r, 1));
+    },
+  });
+  for await (const chunk of zipllm.rebuild({ base: baseBytes, delta })) {
+    if (firstOutputAt < 0) firstOutputAt = sent;
+    assert.ok(chunk.length > 0);
+  }
+  assert.ok(firstOutputAt > 0 && firstOutputAt < deltaBytes.length / 2, `first output after ${firstOutputAt} delta bytes`);
+});
+
+test('a wrong base, a corrupt or a truncated delta error the stream with a code', async () => {
+  const baseBytes = new Uint8Array(fs.readFileSync(BASE));
+  const deltaBytes = new Uint8Array(fs.readFileSync(DELTA));
+  await expectCode(drain(zipllm.rebuild({ base: await fs.openAsBlob(BASE_FP32), delta: deltaBytes })), 'WRONG_BASE');
+  const tampered = baseBytes.slice();
+  tampered[tampered.length - 5000] ^= 0x40;
+  await expectCode(drain(zipllm.rebuild({ base: tampered, delta: deltaBytes })), 'WRONG_BASE');
+  const corrupt = deltaBytes.slice();
+  corrupt[corrupt.length - 3000] ^= 0x10;
+  let good = 0;
+  await expectCode(
+    (async () => {
+      for await (const c of zipllm.rebuild({ base: baseBytes, delta: corrupt })) good += c.length;
+    })(),
+    'CORRUPT_DELTA',
+  );
+  assert.ok(good < baseBytes.length, 'the corrupt chunk was not handed out');
+  await expectCode(drain(zipllm.rebuild({ base: baseBytes, delta: deltaBytes.slice(0, -100) })), 'TRUNCATED_DELTA');
+  await expectCode(drain(zipllm.rebuild({ base: baseBytes, delta: new Uint8Array([1, 2, 3]) })), 'CORRUPT_DELTA');
+  assert.throws(() => zipllm.rebuild({ base: 42, delta: deltaBytes }), (e) => e.code === 'INVALID_INPUT');
+});
+
+test('rebuildRange returns exactly the bytes of the full rebuild', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const delta = await fs.openAsBlob(DELTA);
+  const full = (await drain(zipllm.rebuild({ base, delta: delta.stream() }))).bytes;
+  const n = full.length;
+  for (const [start, end] of [[0, 100], [11000, 13000], [4194000, 8388800], [n - 10, n], [20_000_000, 20_000_000]]) {
+    const got = await zipllm.rebuildRange({ base, delta, start, end });
+    assert.deepEqual(Buffer.from(got), full.subarray(start, end), `${start}..${end}`);
+  }
+  await expectCode(zipllm.rebuildRange({ base, delta, start: 0, end: n + 1 }), 'INVALID_INPUT');
+});
+
+test('verify, inspect, hashFile and hashTensors', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const delta = await fs.openAsBlob(DELTA);
+  const summary = await zipllm.verify({ base, delta: delta.stream() });
+  assert.equal(summary.sha256, FT_A_SHA256);
+  const report = await zipllm.inspect(delta);
+  assert.equal(report.target_sha256, FT_A_SHA256);
+  assert.equal(report.tensors, 104);
+  assert.ok(report.by_method['diff+sparse-planes'].count > 0);
+  const file = await zipllm.hashFile(base.stream());
+  assert.equal(file.sha256, crypto.createHash('sha256').update(fs.readFileSync(BASE)).digest('hex'));
+  const tensors = await zipllm.hashTensors(base);
+  assert.equal(tensors.sha256, file.sha256);
+  assert.equal(tensors.tensors.length, 104);
+  const headerLen = 8 + Number(fs.readFileSync(BASE).readBigUInt64LE(0));
+  assert.equal(tensors.tensors.reduce((a, t) => a + t.bytes, 0) + headerLen, tensors.size);
+  await expectCode(zipllm.hashTensors(new Uint8Array([1, 2, 3])), 'BAD_SAFETENSORS');
+});
+
+test('encode in wasm round-trips and is read by the same decoder', async () => {
+  const header = (obj) => {
+    let json = JSON.stringify(obj);
+    while (json.length % 8) json += ' ';
+    const out = new Uint8Array(8 + json.length);
+    new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+    out.set(new TextEncoder().encode(json), 8);
+    return out;
+  };
+  const meta = { w: { dtype: 'BF16', shape: [4096], data_offsets: [0, 8192] } };
+  const weights = crypto.randomBytes(8192);
+  const tuned = Buffer.from(weights);
+  for (let i = 0; i < tuned.length; i += 6) tuned[i] ^= 1;
+  const base = Buffer.concat([header(meta), weights]);
+  const target = Buffer.concat([header(meta), tuned]);
+  assert.deepEqual([...zipllm.encodeLevels()], [1]);
+  const delta = zipllm.encode(base, target, { strategy: 'auto' });
+  assert.ok(delta.length < target.length);
+  const out = await drain(zipllm.rebuild({ base, delta }));
+  assert.deepEqual(out.bytes, target);
+  assert.throws(() => zipllm.encode(base, new Uint8Array(4), {}), (e) => e.code === 'BAD_SAFETENSORS');
+  assert.throws(() => zipllm.encode(base, target, { level: 19 }), (e) => e.code === 'INVALID_INPUT');
+});
