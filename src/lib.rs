@@ -20,6 +20,8 @@
 //! * [`entropy`] — zstd, with C zstd or pure-Rust ruzstd behind one API.
 //! * [`blob`] — one piece of a tensor to one self-describing blob and back.
 //! * [`format`] — the delta container (specified in docs/FORMAT.md).
+//! * [`family`] — which base a model was tuned from: architecture alignment, name-seeded
+//!   sampling, bit distance and verdicts.
 //! * [`encode`] — making a delta: pairing, deduplication, pieces, chunks, checksums.
 //! * [`rebuild`] — the sans-I/O decoder: [`Plan`] decodes any chunk alone, [`Rebuilder`] streams.
 //! * [`inspect`] — what a delta holds, by tensor kind, dtype and method.
@@ -33,6 +35,7 @@ pub mod blob;
 pub mod encode;
 pub mod entropy;
 pub mod error;
+pub mod family;
 pub mod format;
 pub mod inspect;
 pub mod model;

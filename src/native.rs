@@ -455,3 +455,92 @@ pub fn rebuild_range(base: &Path, delta: &Path, range: Range<u64>) -> Result<Vec
     }
     Ok(out)
 }
+
+/// Reads `len` bytes at `offset` of an open file.
+fn read_at(file: &File, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        Error::io(
+            format!("reading {} bytes at {offset} of {}", len, path.display()),
+            e,
+        )
+    })?;
+    Ok(buf)
+}
+
+/// Parses a file's safetensors header reading only the header.
+pub fn read_header(path: &Path) -> Result<(File, crate::model::Model)> {
+    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .len();
+    let prefix = read_at(&file, 0, 8.min(len), path)?;
+    let region = crate::model::Model::header_region_len(&prefix, Some(len))?;
+    let header = read_at(&file, 0, region, path)?;
+    let model = crate::model::Model::parse_header(&header, Some(len))?;
+    Ok((file, model))
+}
+
+/// Fingerprints a file reading only its header and the sampled blocks: at most
+/// `min(max_bytes, share × file)` bytes, or every byte with `exact`.
+pub fn fingerprint_file(
+    path: &Path,
+    max_bytes: u64,
+    share: f64,
+    exact: bool,
+) -> Result<crate::family::Fingerprint> {
+    let (file, model) = read_header(path)?;
+    let plan = if exact {
+        crate::family::SamplePlan::new(&model, 1.0)
+    } else {
+        crate::family::SamplePlan::with_budget(&model, max_bytes, share)
+    };
+    let bytes = plan
+        .ranges
+        .iter()
+        .map(|r| read_at(&file, r.start, r.end - r.start, path))
+        .collect::<Result<Vec<_>>>()?;
+    plan.fingerprint(&model, &bytes)
+}
+
+/// Compares a target fingerprint with a candidate file, reading only the aligned blocks.
+pub fn compare_file(
+    name: &str,
+    target: &crate::family::Fingerprint,
+    path: &Path,
+) -> Result<crate::family::Verdict> {
+    let (file, model) = read_header(path)?;
+    let spans: Vec<(u64, u64)> = model.tensors.iter().map(|t| (t.start, t.end)).collect();
+    crate::family::compare(name, target, &model, |i, off, len| {
+        let (s, e) = spans[i];
+        if s + off + len > e {
+            return Err(Error::invalid("sample past the end of a tensor"));
+        }
+        read_at(&file, s + off, len, path)
+    })
+}
+
+/// The `.safetensors` files directly inside `dir` (sorted), or in its subfolders one level down.
+pub fn safetensors_in(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let list = |d: &Path| -> Result<Vec<std::path::PathBuf>> {
+        let rd =
+            std::fs::read_dir(d).map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
+        Ok(rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+    };
+    let mut out = Vec::new();
+    for p in list(dir)? {
+        if p.is_dir() {
+            out.extend(
+                list(&p)?
+                    .into_iter()
+                    .filter(|q| q.extension().is_some_and(|x| x == "safetensors")),
+            );
+        } else if p.extension().is_some_and(|x| x == "safetensors") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,6 +1,6 @@
 //! The `zipllm` command: encode, decode, verify and inspect deltas; benchmark a pair.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,7 +28,8 @@ struct Cli {
 enum Command {
     /// Make a delta that rebuilds TARGET from BASE.
     Encode {
-        /// The base model the fine-tune came from.
+        /// The base model the fine-tune came from, or a folder of candidate bases: the best
+        /// related one is picked (see `zipllm match`).
         #[arg(long)]
         base: PathBuf,
         /// The fine-tuned model.
@@ -120,6 +121,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tell which candidate base TARGET was fine-tuned from: related, unrelated or incompatible.
+    Match {
+        /// The fine-tuned model, or its fingerprint (`zipllm fingerprint`).
+        #[arg(long)]
+        target: PathBuf,
+        /// Candidate bases (files, or folders of .safetensors files).
+        #[arg(required = true)]
+        candidates: Vec<PathBuf>,
+        /// Compare every element instead of a sample (reads both files whole).
+        #[arg(long)]
+        exact: bool,
+        /// Most bytes of the target to sample, in KiB (also capped at 1% of the file).
+        #[arg(long, default_value_t = 2048)]
+        sample_kib: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a model's fingerprint (header table and sampled blocks) for later matching.
+    Fingerprint {
+        /// The model.
+        model: PathBuf,
+        /// Where to write the fingerprint.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Every byte instead of a sample.
+        #[arg(long)]
+        exact: bool,
+        /// Most bytes to sample, in KiB (also capped at 1% of the file).
+        #[arg(long, default_value_t = 2048)]
+        sample_kib: u64,
+    },
     /// Write a copy of a model with every F32 tensor cast to BF16 (round to nearest even).
     Cast {
         /// The model to cast.
@@ -176,6 +209,11 @@ fn run(command: Command) -> Result<()> {
                 strategy,
                 piece_len: piece_kib * 1024,
                 ..Default::default()
+            };
+            let base = if base.is_dir() {
+                pick_base(&base, &target)?
+            } else {
+                base
             };
             let total = file_len(&target)?;
             let pb = bar(total, "encode");
@@ -273,6 +311,58 @@ fn run(command: Command) -> Result<()> {
                 print_bench(&r);
             }
         }
+        Command::Match {
+            target,
+            candidates,
+            exact,
+            sample_kib,
+            json,
+        } => {
+            let verdicts = match_candidates(&target, &candidates, exact, sample_kib * 1024)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&verdicts).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{:<40} {:<13} {:>9} {:>9} {:>10}  reason",
+                    "candidate", "verdict", "bits/el", "norm.", "confidence"
+                );
+                for v in &verdicts {
+                    println!(
+                        "{:<40} {:<13} {:>9} {:>9} {:>10.3}  {}",
+                        v.candidate,
+                        v.verdict,
+                        v.bit_distance.map_or("-".into(), |d| format!("{d:.3}")),
+                        v.normalized_distance
+                            .map_or("-".into(), |d| format!("{d:.3}")),
+                        v.confidence,
+                        v.reason
+                    );
+                }
+            }
+        }
+        Command::Fingerprint {
+            model,
+            output,
+            exact,
+            sample_kib,
+        } => {
+            let fp = native::fingerprint_file(&model, sample_kib * 1024, 0.01, exact)?;
+            native::write_atomically(&output, |w| {
+                let bytes = fp.to_bytes()?;
+                std::io::Write::write_all(w, &bytes)
+                    .map_err(|e| Error::io(format!("writing {}", output.display()), e))
+            })?;
+            println!(
+                "{}: {} samples, {} of {} bytes read",
+                output.display(),
+                fp.samples.len(),
+                fp.bytes_read,
+                fp.file_len
+            );
+        }
         Command::Cast { input, output } => {
             let m = Mapped::open(&input)?;
             native::write_atomically(&output, |w| zipllm::model::cast_f32_to_bf16(m.bytes(), w))?;
@@ -280,6 +370,76 @@ fn run(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fingerprints `target` once and ranks every candidate (folders expanded to their files).
+fn match_candidates(
+    target: &Path,
+    candidates: &[PathBuf],
+    exact: bool,
+    max_bytes: u64,
+) -> Result<Vec<zipllm::family::Verdict>> {
+    let mut magic = [0u8; 8];
+    let is_fingerprint = std::fs::File::open(target)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|_| &magic == zipllm::family::FINGERPRINT_MAGIC);
+    let fp = if is_fingerprint {
+        let bytes = std::fs::read(target)
+            .map_err(|e| Error::io(format!("reading {}", target.display()), e))?;
+        zipllm::family::Fingerprint::from_bytes(&bytes)?
+    } else {
+        native::fingerprint_file(target, max_bytes, 0.01, exact)?
+    };
+    let mut verdicts = Vec::new();
+    for c in candidates {
+        let files = if c.is_dir() {
+            native::safetensors_in(c)?
+        } else {
+            vec![c.clone()]
+        };
+        for f in files {
+            if f == target {
+                continue;
+            }
+            let name = if c.is_dir() {
+                f.display().to_string()
+            } else {
+                c.display().to_string()
+            };
+            verdicts.push(native::compare_file(&name, &fp, &f)?);
+        }
+    }
+    zipllm::family::rank(&mut verdicts);
+    Ok(verdicts)
+}
+
+/// The best related base in `dir` for `target`, said on stderr.
+fn pick_base(dir: &Path, target: &Path) -> Result<PathBuf> {
+    let verdicts = match_candidates(target, &[dir.to_path_buf()], false, 2 << 20)?;
+    match verdicts.first().filter(|v| v.verdict == "related") {
+        Some(v) => {
+            eprintln!(
+                "zipllm: picked base {} ({} differing bits per bit, threshold {}, confidence {:.3})",
+                v.candidate,
+                v.normalized_distance.map_or("?".into(), |d| format!("{d:.3}")),
+                v.threshold,
+                v.confidence
+            );
+            Ok(PathBuf::from(&v.candidate))
+        }
+        None => Err(Error::InvalidInput {
+            what: format!(
+                "no base in {} is related to {}: {}",
+                dir.display(),
+                target.display(),
+                verdicts
+                    .iter()
+                    .map(|v| format!("{} is {} ({})", v.candidate, v.verdict, v.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }),
+    }
 }
 
 fn report_rebuild(output: Option<&Path>, s: &zipllm::Summary, started: Instant, json: bool) {
@@ -394,6 +554,7 @@ fn main() -> ExitCode {
             | Command::Verify { json: true, .. }
             | Command::Inspect { json: true, .. }
             | Command::Bench { json: true, .. }
+            | Command::Match { json: true, .. }
     );
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
