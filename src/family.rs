@@ -585,6 +585,17 @@ pub fn compare(
     Ok(v)
 }
 
+/// The candidate bytes [`compare`] will ask for, as (candidate tensor index, offset, length):
+/// lets an asynchronous caller fetch them all first.
+pub fn reads_needed(target: &Fingerprint, candidate: &Model) -> Result<Vec<(usize, u64, u64)>> {
+    let mut wanted = Vec::new();
+    compare("", target, candidate, |i, off, len| {
+        wanted.push((i, off, len));
+        Ok(vec![0; len as usize])
+    })?;
+    Ok(wanted)
+}
+
 /// Compares a fingerprint with a candidate held in memory.
 pub fn compare_bytes(
     candidate_name: &str,

@@ -86,6 +86,27 @@ export interface FileHashes { size: number; sha256: string; blake3: string; }
 
 export interface TensorHashes extends FileHashes { tensors: TensorHash[]; }
 
+/** What a party knows of a model from its header and sampled blocks (see docs/FAMILY.md). */
+export interface Fingerprint {
+  version: number; file_len: number; header_len: number; arch: string; bytes_read: number;
+  tensors: { name: string; canonical: string; dtype: string; shape: number[]; len: number }[];
+  samples: { block: { tensor: number; offset: number; len: number }; bytes: Uint8Array }[];
+}
+
+export interface Verdict {
+  candidate: string;
+  verdict: "related" | "unrelated" | "incompatible";
+  reason: string;
+  bit_distance: number | null;
+  normalized_distance: number | null;
+  threshold: number;
+  error_bound: number;
+  confidence: number;
+  overlap: number;
+  per_dtype: Record<string, { bit_distance: number; elements: number }>;
+  elements: number;
+}
+
 /** An Error from zipllm: `code` says what kind. */
 export interface ZipllmError extends Error {
   code: "BAD_SAFETENSORS" | "CORRUPT_DELTA" | "TRUNCATED_DELTA" | "UNSUPPORTED_VERSION" | "WRONG_BASE" | "INVALID_INPUT" | "IO";
@@ -688,6 +709,183 @@ pub async fn hash_tensors(
         blake3: blake.finalize().to_hex().to_string(),
         tensors: Some(tensors),
     })
+}
+
+fn fetch_fn() -> Result<Function, JsValue> {
+    Reflect::get(&js_sys::global(), &"fetch".into())?
+        .dyn_into::<Function>()
+        .map_err(|_| coded(ErrorCode::Io, "no global fetch in this environment"))
+}
+
+/// Fetches bytes `[start, end)` of `url` with a Range request; `Err` unless the server sends
+/// exactly those bytes (a server that ignores Range is not read past its headers).
+async fn fetch_range(
+    fetch: &Function,
+    url: &str,
+    start: u64,
+    end: u64,
+) -> Result<(Vec<u8>, Option<u64>), JsValue> {
+    let init = Object::new();
+    let headers = Object::new();
+    Reflect::set(
+        &headers,
+        &"Range".into(),
+        &format!("bytes={start}-{}", end - 1).into(),
+    )?;
+    Reflect::set(&init, &"headers".into(), &headers)?;
+    let response: web_sys::Response = resolve(fetch.call2(&JsValue::NULL, &url.into(), &init)?)
+        .await?
+        .dyn_into()?;
+    if response.status() != 206 {
+        if let Some(body) = response.body() {
+            let _ = body.cancel();
+        }
+        return Err(coded(
+            ErrorCode::Io,
+            &format!(
+                "{url} answered {} to a Range request: the server must support HTTP Range",
+                response.status()
+            ),
+        ));
+    }
+    let total = response.headers().get("content-range")?.and_then(|v| {
+        v.rsplit('/')
+            .next()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    });
+    let bytes = Uint8Array::new(&JsFuture::from(response.array_buffer()?).await?).to_vec();
+    if bytes.len() as u64 != end - start {
+        return Err(coded(
+            ErrorCode::Io,
+            &format!(
+                "{url} sent {} bytes for the range {start}..{end}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok((bytes, total))
+}
+
+fn fingerprint_to_js(fp: &crate::family::Fingerprint) -> Result<JsValue, JsValue> {
+    fp.serialize(
+        &serde_wasm_bindgen::Serializer::new()
+            .serialize_maps_as_objects(true)
+            .serialize_large_number_types_as_bigints(false),
+    )
+    .map_err(|e| invalid(&e.to_string()))
+}
+
+/// Fingerprints a remote safetensors file reading only its header and sampled blocks with
+/// HTTP Range requests: at most 1% of the file and 2 MiB in total, adjacent blocks coalesced.
+#[wasm_bindgen(js_name = fingerprintRemote, unchecked_return_type = "Promise<Fingerprint>")]
+pub async fn fingerprint_remote(url: String) -> Result<JsValue, JsValue> {
+    let fetch = fetch_fn()?;
+    let (prefix, total) = fetch_range(&fetch, &url, 0, PREFIX_LEN).await?;
+    let total = total.ok_or_else(|| {
+        coded(
+            ErrorCode::Io,
+            "the server sent no file length in Content-Range",
+        )
+    })?;
+    let region = Model::header_region_len(&prefix, Some(total)).map_err(|e| js_error(&e))?;
+    let (rest, _) = fetch_range(&fetch, &url, PREFIX_LEN, region).await?;
+    let mut header = prefix;
+    header.extend_from_slice(&rest);
+    let model = Model::parse_header(&header, Some(total)).map_err(|e| js_error(&e))?;
+    let cap = ((total as f64 * 0.01) as u64)
+        .min(2 << 20)
+        .saturating_sub(PREFIX_LEN);
+    let plan = crate::family::SamplePlan::with_budget(&model, cap, 1.0);
+    // A few requests in flight at a time.
+    let mut bytes = Vec::with_capacity(plan.ranges.len());
+    for group in plan.ranges.chunks(6) {
+        let futures = group
+            .iter()
+            .map(|r| fetch_range(&fetch, &url, r.start, r.end));
+        for result in futures_util::future::join_all(futures).await {
+            bytes.push(result?.0);
+        }
+    }
+    // The header region includes the 8-byte prefix read first, so `bytes_read` is what was
+    // fetched.
+    let fp = plan.fingerprint(&model, &bytes).map_err(|e| js_error(&e))?;
+    fingerprint_to_js(&fp)
+}
+
+/// Fingerprints a local file (Blob, bytes, reader) the same way.
+#[wasm_bindgen(js_name = fingerprint, unchecked_return_type = "Promise<Fingerprint>")]
+pub async fn fingerprint(
+    #[wasm_bindgen(unchecked_param_type = "ByteSource")] source: JsValue,
+) -> Result<JsValue, JsValue> {
+    let source = Source::from_js(source, "source")?;
+    let model = read_model(&source).await?;
+    let plan = crate::family::SamplePlan::with_budget(&model, 2 << 20, 0.01);
+    let mut bytes = Vec::with_capacity(plan.ranges.len());
+    for r in &plan.ranges {
+        bytes.push(source.read(r.start, r.end).await?);
+    }
+    fingerprint_to_js(&plan.fingerprint(&model, &bytes).map_err(|e| js_error(&e))?)
+}
+
+async fn read_model(source: &Source) -> Result<Model, JsValue> {
+    let len = source.len();
+    let prefix = source.read(0, PREFIX_LEN).await.map_err(|_| {
+        js_error(&Error::BadSafetensors {
+            what: "file is too short for the 8-byte header length".into(),
+        })
+    })?;
+    let region = Model::header_region_len(&prefix, len).map_err(|e| js_error(&e))?;
+    let header = source.read(0, region).await?;
+    Model::parse_header(&header, len).map_err(|e| js_error(&e))
+}
+
+/// Ranks locally held bases for a fingerprint (from `fingerprintRemote` or `fingerprint`):
+/// each gets a verdict — `related`, `unrelated` or `incompatible` (with the reason) — with
+/// its bit distance, the threshold and a confidence. Only the sampled blocks of each base are
+/// read. `bases` holds ByteSources or `{ name, source }` objects.
+#[wasm_bindgen(js_name = matchFamily, unchecked_return_type = "Promise<Verdict[]>")]
+pub async fn match_family(
+    #[wasm_bindgen(unchecked_param_type = "Fingerprint")] fingerprint: JsValue,
+    #[wasm_bindgen(
+        unchecked_param_type = "Array<ByteSource | { name: string; source: ByteSource }>"
+    )]
+    bases: JsValue,
+) -> Result<JsValue, JsValue> {
+    let fp: crate::family::Fingerprint = serde_wasm_bindgen::from_value(fingerprint)
+        .map_err(|e| invalid(&format!("not a fingerprint: {e}")))?;
+    let bases = bases
+        .dyn_into::<js_sys::Array>()
+        .map_err(|_| invalid("bases must be an array"))?;
+    let mut verdicts = Vec::new();
+    for (i, item) in bases.iter().enumerate() {
+        let named = item.is_object() && Reflect::has(&item, &"source".into()).unwrap_or(false);
+        let (name, source) = if named {
+            let name = Reflect::get(&item, &"name".into())?
+                .as_string()
+                .unwrap_or_else(|| i.to_string());
+            (name, Reflect::get(&item, &"source".into())?)
+        } else {
+            (i.to_string(), item)
+        };
+        let source = Source::from_js(source, "base")?;
+        let model = read_model(&source).await?;
+        let mut fetched = std::collections::HashMap::new();
+        for (t, off, len) in crate::family::reads_needed(&fp, &model).map_err(|e| js_error(&e))? {
+            let start = model.tensors[t].start + off;
+            fetched.insert((t, off), source.read(start, start + len).await?);
+        }
+        let v = crate::family::compare(&name, &fp, &model, |t, off, _| {
+            fetched
+                .remove(&(t, off))
+                .ok_or_else(|| Error::InvalidInput {
+                    what: "sample not fetched".into(),
+                })
+        })
+        .map_err(|e| js_error(&e))?;
+        verdicts.push(v);
+    }
+    crate::family::rank(&mut verdicts);
+    to_json(&verdicts)
 }
 
 /// The delta format version this build reads and writes.
