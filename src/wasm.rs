@@ -49,6 +49,8 @@ export interface Progress {
 export interface RebuildOptions {
   /** The base model the delta was made against. */
   base: ByteSource;
+  /** The base's length, when `base` is a reader function (checked against the delta's record). */
+  baseSize?: number;
   /** The delta, possibly still downloading. */
   delta: StreamSource;
   /** Called after every verified chunk, and once at the end. */
@@ -381,7 +383,13 @@ fn start_run(options: &JsValue) -> Result<Run, JsValue> {
     let delta = Sequential::from_js(field(options, "delta")?, "delta")?;
     let progress = field(options, "onProgress")?.dyn_into::<Function>().ok();
     let full_hash = field(options, "fullHash")?.as_bool().unwrap_or(true);
-    let machine = Rebuilder::new(base.len(), full_hash).map_err(|e| js_error(&e))?;
+    let base_len = base.len().or_else(|| {
+        field(options, "baseSize")
+            .ok()
+            .and_then(|v| v.as_f64())
+            .map(|n| n as u64)
+    });
+    let machine = Rebuilder::new(base_len, full_hash).map_err(|e| js_error(&e))?;
     Ok(Run {
         machine,
         base,
@@ -886,6 +894,20 @@ pub async fn match_family(
     }
     crate::family::rank(&mut verdicts);
     to_json(&verdicts)
+}
+
+/// Bytes of linear memory this module holds now (it only grows, so this is also the peak):
+/// lets tests and dashboards check that rebuilding stays within bounds.
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| {
+            m.buffer()
+                .unchecked_into::<js_sys::ArrayBuffer>()
+                .byte_length() as f64
+        })
+        .unwrap_or(0.0)
 }
 
 /// The delta format version this build reads and writes.
