@@ -7,6 +7,12 @@ export ZIPLLM_MODELS=${ZIPLLM_MODELS:-$PWD/.cache/models}
 echo "== cargo test (release: the real-model tests decode 45-90 MB files)"
 cargo test --release --locked
 
-echo "== the npm package: build (wasm-pack) and Node tests of pkg/ as users import it"
+echo "== the npm package: build (wasm-pack), then its tests as users import it: Node, headless"
+echo "   Chromium (page and Web Worker), and a 5 GiB bounded-memory rebuild"
+bash scripts/setup-browser.sh
 bash scripts/build-wasm.sh
+echo "== the core compiled to wasm32, in headless Chromium (wasm-bindgen-test)"
+PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
+  wasm-pack --quiet test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
+  --no-default-features --features wasm --test wasm
 node --test js/test/

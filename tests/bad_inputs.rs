@@ -1,4 +1,5 @@
 //! One test per kind of bad input: each gives a typed error that names the problem.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Family matching on real data: the real fine-tune ft-a (fp32 through its committed
 //! fingerprint, bf16 rebuilt from the committed delta) against the PyPI base, a fresh random
 //! initialization of the same BERT config, a second fine-tune and a bf16/fp32 mix.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

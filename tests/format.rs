@@ -2,6 +2,7 @@
 //! decoding, and today's encoder must still write the very same bytes for it. A deliberate
 //! format change regenerates the sample (`cargo test --test format -- --ignored
 //! regenerate_sample`) and, if old deltas no longer decode, bumps `format::VERSION`.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

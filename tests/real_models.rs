@@ -1,6 +1,7 @@
 //! Tests on the real all-MiniLM-L6-v2 base (fetched from PyPI by scripts/setup.sh) and the
 //! committed delta of its real fine-tune ft-a (bf16), whose sha256 is the one listed in
 //! ../shared/data/MANIFEST.json.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

@@ -1,0 +1,64 @@
+//! The core compiled to wasm32 and run in headless Chromium (`wasm-pack test --headless
+//! --chrome`): the committed sample decodes, encoding round-trips with the pure-Rust zstd, and
+//! bad input is an error, never a panic (a panic would kill the wasm instance).
+#![cfg(target_arch = "wasm32")]
+
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const BASE: &[u8] = include_bytes!("fixtures/sample-v1/base.safetensors");
+const TARGET: &[u8] = include_bytes!("fixtures/sample-v1/target.safetensors");
+const DELTA: &[u8] = include_bytes!("fixtures/sample-v1/delta.zld");
+
+#[wasm_bindgen_test]
+fn committed_sample_decodes_in_the_browser() {
+    assert_eq!(zipllm::rebuild_in_memory(BASE, DELTA).unwrap(), TARGET);
+}
+
+#[wasm_bindgen_test]
+fn encoding_in_the_browser_round_trips() {
+    let delta = zipllm::encode(BASE, TARGET, &Default::default(), &|_| {})
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert_eq!(zipllm::rebuild_in_memory(BASE, &delta).unwrap(), TARGET);
+}
+
+#[wasm_bindgen_test]
+fn bad_inputs_are_errors_not_panics() {
+    let mut corrupt = DELTA.to_vec();
+    let n = corrupt.len();
+    corrupt[n - 20] ^= 0xff;
+    assert!(zipllm::rebuild_in_memory(BASE, &corrupt).is_err());
+    assert!(zipllm::rebuild_in_memory(BASE, &DELTA[..DELTA.len() / 2]).is_err());
+    assert!(zipllm::rebuild_in_memory(TARGET, DELTA).is_err());
+    assert!(zipllm::Model::parse(&[1, 2, 3]).is_err());
+    for cut in [0, 7, 8, 100, 500] {
+        assert!(zipllm::Model::parse(&BASE[..cut]).is_err());
+    }
+}
+
+#[wasm_bindgen_test]
+fn streaming_machine_byte_by_byte() {
+    let mut m = zipllm::Rebuilder::new(Some(BASE.len() as u64), true).unwrap();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    loop {
+        match m.poll().unwrap() {
+            zipllm::Step::NeedDelta => {
+                m.push_delta(&DELTA[fed..fed + 1]);
+                fed += 1;
+                if fed == DELTA.len() {
+                    m.end_delta();
+                }
+            }
+            zipllm::Step::NeedBase(r) => m
+                .provide_base(&BASE[r.start as usize..r.end as usize])
+                .unwrap(),
+            zipllm::Step::Output(b) => out.extend_from_slice(b),
+            zipllm::Step::Done(_) => break,
+        }
+    }
+    assert_eq!(out, TARGET);
+}
