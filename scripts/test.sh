@@ -15,4 +15,4 @@ echo "== the core compiled to wasm32, in headless Chromium (wasm-bindgen-test)"
 PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
   wasm-pack --quiet test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
   --no-default-features --features wasm --test wasm
-node --test js/test/
+node --test --test-timeout=900000 js/test/
