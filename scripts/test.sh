@@ -9,10 +9,10 @@ cargo test --release --locked
 
 echo "== the npm package: build (wasm-pack), then its tests as users import it: Node, headless"
 echo "   Chromium (page and Web Worker), and a 5 GiB bounded-memory rebuild"
-bash scripts/setup-browser.sh
+bash scripts/setup-system.sh
 bash scripts/build-wasm.sh
 echo "== the core compiled to wasm32, in headless Chromium (wasm-bindgen-test)"
 PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
   wasm-pack --quiet test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
   --no-default-features --features wasm --test wasm
-node --test --test-timeout=900000 js/test/
+node --test --test-timeout=900000 js/test/*.test.mjs

@@ -319,22 +319,38 @@ impl Rebuilder {
         self.delta_ended = true;
     }
 
-    /// Answers the last [`Step::NeedBase`] with base bytes.
-    pub fn provide_base(&mut self, bytes: &[u8]) -> Result<()> {
-        let Some(r) = self.base_reads.first().cloned() else {
+    /// [`Rebuilder::provide_base`] taking ownership, which saves a copy when the chunk reads
+    /// its base bytes in one range (the usual case).
+    pub fn provide_base_owned(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if self.base_buf.is_empty() && self.base_reads.len() == 1 {
+            self.check_base_len(bytes.len())?;
+            self.base_buf = bytes;
+            self.base_reads.remove(0);
+            return Ok(());
+        }
+        self.provide_base(&bytes)
+    }
+
+    fn check_base_len(&self, got: usize) -> Result<()> {
+        let Some(r) = self.base_reads.first() else {
             return Err(Error::invalid(
                 "base bytes were given but none were asked for",
             ));
         };
-        if bytes.len() as u64 != r.end - r.start {
+        if got as u64 != r.end - r.start {
             return Err(Error::invalid(format!(
-                "asked for base bytes {}..{} ({} bytes), got {}",
+                "asked for base bytes {}..{} ({} bytes), got {got}",
                 r.start,
                 r.end,
-                r.end - r.start,
-                bytes.len()
+                r.end - r.start
             )));
         }
+        Ok(())
+    }
+
+    /// Answers the last [`Step::NeedBase`] with base bytes.
+    pub fn provide_base(&mut self, bytes: &[u8]) -> Result<()> {
+        self.check_base_len(bytes.len())?;
         self.base_buf.extend_from_slice(bytes);
         self.base_reads.remove(0);
         Ok(())

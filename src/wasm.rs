@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorCode};
 use crate::format::{Preamble, PREAMBLE_LEN};
 use crate::model::{Model, PREFIX_LEN};
 use crate::rebuild::{hex, Plan, Rebuilder, Step};
+#[cfg(feature = "wasm-encode")]
 use crate::{EncodeOptions, Strategy};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -542,13 +543,15 @@ pub async fn inspect(
     to_json(&report)
 }
 
-/// The zstd levels `encode` offers in this build.
+/// The zstd levels `encode` offers in this build (none in a decoder-only build).
+#[cfg(feature = "wasm-encode")]
 #[wasm_bindgen(js_name = encodeLevels)]
 pub fn encode_levels() -> Vec<i32> {
     crate::entropy::supported_levels().collect()
 }
 
 /// Makes a delta that rebuilds `target` from `base` (both whole files in memory).
+#[cfg(feature = "wasm-encode")]
 #[wasm_bindgen(js_name = encode)]
 pub fn encode(
     base: &[u8],

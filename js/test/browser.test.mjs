@@ -18,7 +18,7 @@ let page;
 let site;
 
 before(async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/setup-browser.sh installs it`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/setup-system.sh installs it`);
   site = await startServer({ root, mounts: { '/models/': models } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -153,11 +153,12 @@ test('encode in wasm round-trips and is read by the same decoder', async () => {
   for (let i = 0; i < tuned.length; i += 6) tuned[i] ^= 1;
   const base = Buffer.concat([header(meta), weights]);
   const target = Buffer.concat([header(meta), tuned]);
-  assert.deepEqual([...zipllm.encodeLevels()], [1]);
+  const levels = [...zipllm.encodeLevels()];
+  assert.ok(levels[0] === 1 && (levels.length === 1 || levels.length === 22), `${levels}`);
   const delta = zipllm.encode(base, target, { strategy: 'auto' });
   assert.ok(delta.length < target.length);
   const out = await drain(zipllm.rebuild({ base, delta }));
   assert.deepEqual(out.bytes, target);
   assert.throws(() => zipllm.encode(base, new Uint8Array(4), {}), (e) => e.code === 'BAD_SAFETENSORS');
-  assert.throws(() => zipllm.encode(base, target, { level: 19 }), (e) => e.code === 'INVALID_INPUT');
+  assert.throws(() => zipllm.encode(base, target, { level: 99 }), (e) => e.code === 'INVALID_INPUT');
 });
