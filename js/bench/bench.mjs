@@ -1,0 +1,86 @@
+// Rebuild speed of the npm package next to the native CLI, measured in one run:
+// native (1 thread) vs wasm in Node and in headless Chromium (1 thread), with and without the
+// whole-file sha256, and Web Workers rebuilding ranges in parallel.
+//
+//   node js/bench/bench.mjs [SHARED_DATA_DIR]
+//
+// Pairs: ft-a bf16 (from the committed delta) always; ft-a fp32 too when ../shared/data is
+// there (its unpack.py materializes the files).
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import * as zipllm from 'zipllm';
+import { startServer } from '../test/static-server.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
+const work = path.join(root, '.cache/bench');
+fs.mkdirSync(work, { recursive: true });
+const zipllmCli = path.join(root, 'target/release/zipllm');
+const decodeLoop = path.join(root, 'target/release/examples/decode_loop');
+execFileSync('cargo', ['build', '--quiet', '--release', '--example', 'decode_loop'], { cwd: root, stdio: 'inherit' });
+
+const pairs = [{ name: 'bf16', base: path.join(models, 'base/model.bf16.safetensors'), delta: path.join(root, 'tests/fixtures/ft-a.bf16.zld') }];
+const shared = process.argv[2] || path.join(root, '../shared/data');
+if (fs.existsSync(path.join(shared, 'unpack.py'))) {
+  const out = path.join(work, 'shared');
+  execFileSync('python3', [path.join(shared, 'unpack.py'), out], { stdio: 'ignore' });
+  const delta = path.join(work, 'ft-a.fp32.zld');
+  if (!fs.existsSync(delta)) execFileSync(zipllmCli, ['encode', '--base', path.join(out, 'base/model.safetensors'), '--target', path.join(out, 'ft-a/model.safetensors'), '-o', delta], { stdio: 'ignore' });
+  pairs.push({ name: 'fp32', base: path.join(out, 'base/model.safetensors'), delta });
+}
+
+async function nodeRebuild(base, delta, fullHash, runs = 3) {
+  let best = Infinity;
+  let size = 0;
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    size = 0;
+    for await (const c of zipllm.rebuild({ base, delta, fullHash })) size += c.length;
+    best = Math.min(best, performance.now() - t);
+  }
+  return size / 1e3 / best;
+}
+
+// The repository at /, any absolute path under /abs/ (the bench's files live outside it).
+const site = await startServer({ root, mounts: { '/abs/': '/' } });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const rows = [];
+try {
+  const page = await browser.newPage();
+  await page.goto(`${site.url}/js/bench/page.html`);
+  await page.waitForFunction(() => window.ready === true);
+  for (const p of pairs) {
+    const native = Number(/([\d.]+) MB\/s/.exec(execFileSync(decodeLoop, [p.base, p.delta, '10']).toString())[1]);
+    const base = new Uint8Array(fs.readFileSync(p.base));
+    const delta = new Uint8Array(fs.readFileSync(p.delta));
+    const nodeFast = await nodeRebuild(base, delta, false);
+    const nodeFull = await nodeRebuild(base, delta, true);
+    const args = [`/abs${p.base}`, `/abs${p.delta}`];
+    const chromeFast = await page.evaluate(([b, d]) => window.bench.single(b, d, false, 3), args);
+    const chromeFull = await page.evaluate(([b, d]) => window.bench.single(b, d, true, 3), args);
+    const workers1 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 1, 3), args);
+    const workers2 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 2, 3), args);
+    rows.push({ pair: p.name, native, nodeFast, nodeFull, chromeFast, chromeFull, workers1, workers2 });
+  }
+} finally {
+  await browser.close();
+  site.server.close();
+}
+
+const f = (x) => x.toFixed(0).padStart(8);
+console.log('MB/s of rebuilt file, best of 3; wasm builds: C zstd (clang) + SIMD128');
+console.log('pair  native-1t | node  node+sha | chrome chrome+sha | ratio node/native chrome/native | 1 worker 2 workers speed-up');
+for (const r of rows) {
+  console.log(
+    `${r.pair.padEnd(5)} ${f(r.native)} | ${f(r.nodeFast)} ${f(r.nodeFull)} | ${f(r.chromeFast)} ${f(r.chromeFull)} | ` +
+      `${(r.nodeFast / r.native).toFixed(2).padStart(8)} ${(r.chromeFast / r.native).toFixed(2).padStart(8)} | ` +
+      `${f(r.workers1)} ${f(r.workers2)} ${(r.workers2 / r.workers1).toFixed(2).padStart(6)}x`,
+  );
+}
+if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));
