@@ -166,22 +166,21 @@ impl BlobDecoder {
                 Codec::Zstd => self.zstd.decompress_into(body, dst)?,
             }
         }
-        if header.layout == Layout::SparsePlanes {
-            let refs: Vec<&[u8]> = self
-                .streams
-                .iter()
-                .zip(&header.streams)
-                .map(|(s, &(_, raw, _))| &s[..raw as usize])
-                .collect();
-            let base = base.unwrap_or(&[]);
-            return crate::sparse::sparse_inverse(header.transform, word, &refs, base, out);
-        }
         let refs: Vec<&[u8]> = self
             .streams
             .iter()
             .zip(&header.streams)
             .map(|(s, &(_, raw, _))| &s[..raw as usize])
             .collect();
+        if header.layout == Layout::SparsePlanes {
+            return crate::sparse::sparse_inverse(
+                header.transform,
+                word,
+                &refs,
+                base.unwrap_or(&[]),
+                out,
+            );
+        }
         match base {
             None => transform::join(header.layout, word, &refs, out),
             Some(base) => {
