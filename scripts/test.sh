@@ -13,6 +13,6 @@ bash scripts/setup-system.sh
 bash scripts/build-wasm.sh
 echo "== the core compiled to wasm32, in headless Chromium (wasm-bindgen-test)"
 PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
-  wasm-pack --quiet test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
+  wasm-pack test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
   --no-default-features --features wasm --test wasm
 node --test --test-timeout=900000 js/test/*.test.mjs
