@@ -223,8 +223,15 @@ impl Source {
         let bytes = bytes_of(&got)
             .ok_or_else(|| invalid("a reader must return a Uint8Array or an ArrayBuffer"))?;
         if bytes.length() as usize != want {
+            // A Blob ends early only when it is shorter than the file it should be; a reader
+            // returning the wrong amount is an I/O fault of the adapter.
+            let code = if matches!(self, Source::Blob(_)) {
+                ErrorCode::WrongBase
+            } else {
+                ErrorCode::Io
+            };
             return Err(coded(
-                ErrorCode::WrongBase,
+                code,
                 &format!(
                     "asked for bytes {start}..{end}, the source returned {}",
                     bytes.length()
