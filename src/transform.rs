@@ -107,73 +107,107 @@ impl Layout {
     }
 }
 
-macro_rules! word_ops {
-    ($ty:ty, $w:expr, $fwd:ident, $inv:ident) => {
-        /// Residual of one word type; `base` is `None` only for `Transform::None`.
-        fn $fwd(t: Transform, target: &[u8], base: &[u8], out: &mut [u8]) {
-            const SIGN: $ty = 1 << (<$ty>::BITS - 1);
-            let ord = |u: $ty| if u & SIGN != 0 { !u } else { u | SIGN };
-            let words = target
-                .chunks_exact($w)
-                .zip(base.chunks_exact($w))
-                .zip(out.chunks_exact_mut($w));
-            match t {
-                Transform::Xor => {
-                    for ((a, b), o) in words {
-                        let x = <$ty>::from_le_bytes(a.try_into().unwrap_or_default())
-                            ^ <$ty>::from_le_bytes(b.try_into().unwrap_or_default());
-                        o.copy_from_slice(&x.to_le_bytes());
-                    }
-                }
-                Transform::Diff => {
-                    for ((a, b), o) in words {
-                        let a = ord(<$ty>::from_le_bytes(a.try_into().unwrap_or_default()));
-                        let b = ord(<$ty>::from_le_bytes(b.try_into().unwrap_or_default()));
-                        let d = a.wrapping_sub(b);
-                        let z = (d << 1) ^ (0 as $ty).wrapping_sub(d >> (<$ty>::BITS - 1));
-                        o.copy_from_slice(&z.to_le_bytes());
-                    }
-                }
-                Transform::None => out.copy_from_slice(target),
+/// A machine word of 1, 2, 4 or 8 bytes.
+pub(crate) trait Word: Copy + Default + Eq + Send + Sync + 'static {
+    const BYTES: usize;
+    fn load(b: &[u8]) -> Self;
+    fn store(self, out: &mut [u8]);
+    fn xor(self, b: Self) -> Self;
+    /// zigzag(ord(self) − ord(b)).
+    fn diff(self, b: Self) -> Self;
+    /// The inverse of [`Word::diff`]: the word whose diff against `b` is `self`.
+    fn undiff(self, b: Self) -> Self;
+    fn byte(self, k: usize) -> u8;
+}
+
+macro_rules! impl_word {
+    ($ty:ty, $signed:ty, $n:expr) => {
+        impl Word for $ty {
+            const BYTES: usize = $n;
+            #[inline(always)]
+            fn load(b: &[u8]) -> Self {
+                let mut a = [0u8; $n];
+                a.copy_from_slice(&b[..$n]);
+                <$ty>::from_le_bytes(a)
+            }
+            #[inline(always)]
+            fn store(self, out: &mut [u8]) {
+                out[..$n].copy_from_slice(&self.to_le_bytes());
+            }
+            #[inline(always)]
+            fn xor(self, b: Self) -> Self {
+                self ^ b
+            }
+            #[inline(always)]
+            fn diff(self, b: Self) -> Self {
+                let d = ord(self).wrapping_sub(ord(b));
+                (d << 1) ^ ((d as $signed) >> (<$ty>::BITS - 1)) as $ty
+            }
+            #[inline(always)]
+            fn undiff(self, b: Self) -> Self {
+                let d = (self >> 1) ^ (0 as $ty).wrapping_sub(self & 1);
+                let o = ord(b).wrapping_add(d);
+                // unord: flip the sign bit of a value-ordered word, and every other bit too
+                // when it was negative.
+                o ^ ((((!o) as $signed) >> (<$ty>::BITS - 1)) as $ty | (1 << (<$ty>::BITS - 1)))
+            }
+            #[inline(always)]
+            fn byte(self, k: usize) -> u8 {
+                (self >> (8 * k)) as u8
             }
         }
 
-        /// Inverse of the residual: rebuilds target words into `out` from the residual.
-        fn $inv(t: Transform, residual: &[u8], base: &[u8], out: &mut [u8]) {
-            const SIGN: $ty = 1 << (<$ty>::BITS - 1);
-            let ord = |u: $ty| if u & SIGN != 0 { !u } else { u | SIGN };
-            let unord = |o: $ty| if o & SIGN != 0 { o & !SIGN } else { !o };
-            let words = residual
-                .chunks_exact($w)
-                .zip(base.chunks_exact($w))
-                .zip(out.chunks_exact_mut($w));
-            match t {
-                Transform::Xor => {
-                    for ((r, b), o) in words {
-                        let x = <$ty>::from_le_bytes(r.try_into().unwrap_or_default())
-                            ^ <$ty>::from_le_bytes(b.try_into().unwrap_or_default());
-                        o.copy_from_slice(&x.to_le_bytes());
-                    }
-                }
-                Transform::Diff => {
-                    for ((r, b), o) in words {
-                        let z = <$ty>::from_le_bytes(r.try_into().unwrap_or_default());
-                        let b = <$ty>::from_le_bytes(b.try_into().unwrap_or_default());
-                        let d = (z >> 1) ^ (0 as $ty).wrapping_sub(z & 1);
-                        let x = unord(ord(b).wrapping_add(d));
-                        o.copy_from_slice(&x.to_le_bytes());
-                    }
-                }
-                Transform::None => out.copy_from_slice(residual),
-            }
+        /// Maps a sign-magnitude float's bits to an unsigned integer in value order.
+        #[inline(always)]
+        fn ord(u: $ty) -> $ty {
+            u ^ (((u as $signed) >> (<$ty>::BITS - 1)) as $ty | (1 << (<$ty>::BITS - 1)))
         }
     };
 }
 
-word_ops!(u8, 1, forward8, inverse8);
-word_ops!(u16, 2, forward16, inverse16);
-word_ops!(u32, 4, forward32, inverse32);
-word_ops!(u64, 8, forward64, inverse64);
+mod w8 {
+    use super::Word;
+    impl_word!(u8, i8, 1);
+}
+mod w16 {
+    use super::Word;
+    impl_word!(u16, i16, 2);
+}
+mod w32 {
+    use super::Word;
+    impl_word!(u32, i32, 4);
+}
+mod w64 {
+    use super::Word;
+    impl_word!(u64, i64, 8);
+}
+
+/// Applies `f` word by word: `out[i] = f(a[i], b[i])`.
+fn map_words<W: Word>(f: impl Fn(W, W) -> W, a: &[u8], b: &[u8], out: &mut [u8]) {
+    let words = a
+        .chunks_exact(W::BYTES)
+        .zip(b.chunks_exact(W::BYTES))
+        .zip(out.chunks_exact_mut(W::BYTES));
+    for ((x, y), o) in words {
+        f(W::load(x), W::load(y)).store(o);
+    }
+}
+
+fn forward_words<W: Word>(t: Transform, target: &[u8], base: &[u8], out: &mut [u8]) {
+    match t {
+        Transform::None => out.copy_from_slice(target),
+        Transform::Xor => map_words::<W>(|a, b| a.xor(b), target, base, out),
+        Transform::Diff => map_words::<W>(|a, b| a.diff(b), target, base, out),
+    }
+}
+
+fn inverse_words<W: Word>(t: Transform, residual: &[u8], base: &[u8], out: &mut [u8]) {
+    match t {
+        Transform::None => out.copy_from_slice(residual),
+        Transform::Xor => map_words::<W>(|r, b| r.xor(b), residual, base, out),
+        Transform::Diff => map_words::<W>(|r, b| r.undiff(b), residual, base, out),
+    }
+}
 
 pub(crate) fn check_words(word: usize, len: usize) -> Result<()> {
     if !matches!(word, 1 | 2 | 4 | 8) || len % word != 0 {
@@ -199,10 +233,10 @@ pub fn forward(
     }
     let base = if t == Transform::None { target } else { base };
     match word {
-        1 => forward8(t, target, base, out),
-        2 => forward16(t, target, base, out),
-        4 => forward32(t, target, base, out),
-        _ => forward64(t, target, base, out),
+        1 => forward_words::<u8>(t, target, base, out),
+        2 => forward_words::<u16>(t, target, base, out),
+        4 => forward_words::<u32>(t, target, base, out),
+        _ => forward_words::<u64>(t, target, base, out),
     }
     Ok(())
 }
@@ -221,10 +255,10 @@ pub fn inverse(
     }
     let base = if t == Transform::None { residual } else { base };
     match word {
-        1 => inverse8(t, residual, base, out),
-        2 => inverse16(t, residual, base, out),
-        4 => inverse32(t, residual, base, out),
-        _ => inverse64(t, residual, base, out),
+        1 => inverse_words::<u8>(t, residual, base, out),
+        2 => inverse_words::<u16>(t, residual, base, out),
+        4 => inverse_words::<u32>(t, residual, base, out),
+        _ => inverse_words::<u64>(t, residual, base, out),
     }
     Ok(())
 }
