@@ -105,12 +105,45 @@ trait Expand: Word {
             expand_byte(m, planes, j, &mut z[8 * g..]);
         }
     }
+
+    /// Expands and applies in registers, writing `out` straight from the planes and `base`
+    /// without the dense block in between, for as many leading mask bytes as it can (full
+    /// groups of 8 words); returns how many it did. The default does none.
+    fn fused(
+        _t: Transform,
+        _mask: &[u8],
+        _planes: &[&[u8]],
+        _j: &mut usize,
+        _base: &[u8],
+        _out: &mut [u8],
+    ) -> usize {
+        0
+    }
 }
 
 impl Expand for u8 {}
 impl Expand for u64 {}
 
 impl Expand for u32 {
+    #[cfg(target_arch = "x86_64")]
+    fn fused(
+        t: Transform,
+        mask: &[u8],
+        planes: &[&[u8]],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        if t == Transform::None
+            || !std::arch::is_x86_feature_detected!("ssse3")
+            || !std::arch::is_x86_feature_detected!("popcnt")
+        {
+            return 0;
+        }
+        // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
+        unsafe { x86::fused32(t == Transform::Diff, mask, planes, j, base, out) }
+    }
+
     fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u32]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -128,6 +161,35 @@ impl Expand for u32 {
 }
 
 impl Expand for u16 {
+    #[cfg(target_arch = "x86_64")]
+    fn fused(
+        t: Transform,
+        mask: &[u8],
+        planes: &[&[u8]],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        if t == Transform::None
+            || !std::arch::is_x86_feature_detected!("ssse3")
+            || !std::arch::is_x86_feature_detected!("popcnt")
+        {
+            return 0;
+        }
+        // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
+        unsafe {
+            x86::fused16(
+                t == Transform::Diff,
+                mask,
+                planes[0],
+                planes[1],
+                j,
+                base,
+                out,
+            )
+        }
+    }
+
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
         simd128::expand16(mask, planes[0], planes[1], j, z);
@@ -291,6 +353,154 @@ mod x86 {
         }
     }
 
+    /// [`expand16`] and the transform's inverse in one pass: per mask byte, 8 residual words
+    /// are shuffled into place and combined with 8 base words in SSE registers (zigzag
+    /// decode, value-order add, back to sign-magnitude for `diff`; XOR otherwise).
+    #[target_feature(enable = "ssse3,popcnt")]
+    pub(super) unsafe fn fused16(
+        diff: bool,
+        mask: &[u8],
+        lo: &[u8],
+        hi: &[u8],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let one = _mm_set1_epi16(1);
+        let sign = _mm_set1_epi16(i16::MIN);
+        let ones = _mm_set1_epi16(-1);
+        for (g, &m) in mask.iter().enumerate() {
+            let at = 16 * g..16 * g + 16;
+            let (Some(l), Some(h), Some(b), Some(dst)) = (
+                lo.get(*j..*j + 8),
+                hi.get(*j..*j + 8),
+                base.get(at.clone()),
+                out.get_mut(at),
+            ) else {
+                return g;
+            };
+            // SAFETY: every slice above is exactly as long as the load or store made from it.
+            unsafe {
+                let b = _mm_loadu_si128(b.as_ptr() as *const __m128i);
+                let t = if m == 0 {
+                    b
+                } else {
+                    let l = _mm_loadl_epi64(l.as_ptr() as *const __m128i);
+                    let h = _mm_loadl_epi64(h.as_ptr() as *const __m128i);
+                    let s = _mm_loadu_si128(SHUFFLE16[m as usize].as_ptr() as *const __m128i);
+                    let z = _mm_shuffle_epi8(_mm_unpacklo_epi8(l, h), s);
+                    if diff {
+                        // d = (z >> 1) ^ -(z & 1)
+                        let d = _mm_xor_si128(
+                            _mm_srli_epi16(z, 1),
+                            _mm_sub_epi16(_mm_setzero_si128(), _mm_and_si128(z, one)),
+                        );
+                        // ord(b) = b ^ ((b >> 15 arith) | S)
+                        let ob = _mm_xor_si128(b, _mm_or_si128(_mm_srai_epi16(b, 15), sign));
+                        let o = _mm_add_epi16(ob, d);
+                        // t = o ^ ((!o >> 15 arith) | S)
+                        _mm_xor_si128(
+                            o,
+                            _mm_or_si128(_mm_srai_epi16(_mm_xor_si128(o, ones), 15), sign),
+                        )
+                    } else {
+                        _mm_xor_si128(z, b)
+                    }
+                };
+                _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, t);
+            }
+            *j += m.count_ones() as usize;
+        }
+        mask.len()
+    }
+
+    /// The u32 twin of [`fused16`]: 8 bytes from each of 4 planes, two halves of 4 words.
+    #[target_feature(enable = "ssse3,popcnt")]
+    pub(super) unsafe fn fused32(
+        diff: bool,
+        mask: &[u8],
+        planes: &[&[u8]],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let [p0, p1, p2, p3] = [planes[0], planes[1], planes[2], planes[3]];
+        let one = _mm_set1_epi32(1);
+        let sign = _mm_set1_epi32(i32::MIN);
+        let ones = _mm_set1_epi32(-1);
+        let apply = |z: __m128i, b: __m128i| -> __m128i {
+            if diff {
+                let d = _mm_xor_si128(
+                    _mm_srli_epi32(z, 1),
+                    _mm_sub_epi32(_mm_setzero_si128(), _mm_and_si128(z, one)),
+                );
+                let ob = _mm_xor_si128(b, _mm_or_si128(_mm_srai_epi32(b, 31), sign));
+                let o = _mm_add_epi32(ob, d);
+                _mm_xor_si128(
+                    o,
+                    _mm_or_si128(_mm_srai_epi32(_mm_xor_si128(o, ones), 31), sign),
+                )
+            } else {
+                _mm_xor_si128(z, b)
+            }
+        };
+        for (g, &m) in mask.iter().enumerate() {
+            let at = *j..*j + 8;
+            let io = 32 * g..32 * g + 32;
+            let (Some(a), Some(bb), Some(c), Some(d), Some(src), Some(dst)) = (
+                p0.get(at.clone()),
+                p1.get(at.clone()),
+                p2.get(at.clone()),
+                p3.get(at),
+                base.get(io.clone()),
+                out.get_mut(io),
+            ) else {
+                return g;
+            };
+            // SAFETY: plane slices are 8 bytes, `src` and `dst` 32; unaligned loads and stores
+            // within them.
+            unsafe {
+                let b0 = _mm_loadu_si128(src.as_ptr() as *const __m128i);
+                let b1 = _mm_loadu_si128(src.as_ptr().add(16) as *const __m128i);
+                let (t0, t1) = if m == 0 {
+                    (b0, b1)
+                } else {
+                    let ab = _mm_unpacklo_epi8(
+                        _mm_loadl_epi64(a.as_ptr() as *const __m128i),
+                        _mm_loadl_epi64(bb.as_ptr() as *const __m128i),
+                    );
+                    let cd = _mm_unpacklo_epi8(
+                        _mm_loadl_epi64(c.as_ptr() as *const __m128i),
+                        _mm_loadl_epi64(d.as_ptr() as *const __m128i),
+                    );
+                    let first = _mm_unpacklo_epi16(ab, cd);
+                    let second = _mm_unpackhi_epi16(ab, cd);
+                    let lo = (m & 0x0F) as usize;
+                    let upper = match lo.count_ones() {
+                        0 => first,
+                        1 => _mm_alignr_epi8(second, first, 4),
+                        2 => _mm_alignr_epi8(second, first, 8),
+                        3 => _mm_alignr_epi8(second, first, 12),
+                        _ => second,
+                    };
+                    let z0 = _mm_shuffle_epi8(
+                        first,
+                        _mm_loadu_si128(SHUFFLE32[lo].as_ptr() as *const __m128i),
+                    );
+                    let z1 = _mm_shuffle_epi8(
+                        upper,
+                        _mm_loadu_si128(SHUFFLE32[(m >> 4) as usize].as_ptr() as *const __m128i),
+                    );
+                    (apply(z0, b0), apply(z1, b1))
+                };
+                _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, t0);
+                _mm_storeu_si128(dst.as_mut_ptr().add(16) as *mut __m128i, t1);
+            }
+            *j += m.count_ones() as usize;
+        }
+        mask.len()
+    }
+
     /// 8 low bytes and 8 high bytes in, 8 u16 words out per mask byte, one shuffle each.
     #[target_feature(enable = "ssse3,popcnt")]
     pub(super) unsafe fn expand16(mask: &[u8], lo: &[u8], hi: &[u8], j: &mut usize, z: &mut [u16]) {
@@ -318,6 +528,7 @@ mod x86 {
 }
 
 fn inverse_words<W: Expand>(
+    t: Transform,
     f: impl Fn(W, W) -> W,
     mask: &[u8],
     planes: &[&[u8]],
@@ -342,11 +553,22 @@ fn inverse_words<W: Expand>(
         if block_mask.iter().all(|&m| m == 0) {
             out[bytes.clone()].copy_from_slice(&base[bytes]);
         } else {
-            W::expand(block_mask, planes, &mut j, &mut z);
-            let dst = out[bytes.clone()].chunks_exact_mut(W::BYTES);
-            let src = base[bytes].chunks_exact(W::BYTES);
-            for ((o, b), &zw) in dst.zip(src).zip(&z[..words]) {
-                f(zw, W::load(b)).store(o);
+            let done = W::fused(
+                t,
+                block_mask,
+                planes,
+                &mut j,
+                &base[bytes.clone()],
+                &mut out[bytes.clone()],
+            );
+            let rest = start * W::BYTES + 8 * done * W::BYTES..bytes.end;
+            if !rest.is_empty() {
+                W::expand(&block_mask[done..], planes, &mut j, &mut z);
+                let dst = out[rest.clone()].chunks_exact_mut(W::BYTES);
+                let src = base[rest].chunks_exact(W::BYTES);
+                for ((o, b), &zw) in dst.zip(src).zip(&z) {
+                    f(zw, W::load(b)).store(o);
+                }
             }
         }
         start += words;
@@ -383,10 +605,10 @@ pub fn sparse_inverse(
     macro_rules! run {
         ($ty:ty) => {
             match t {
-                Transform::None => inverse_words::<$ty>(|z, _| z, mask, planes, base, out),
-                Transform::Xor => inverse_words::<$ty>(|z, b| z.xor(b), mask, planes, base, out),
+                Transform::None => inverse_words::<$ty>(t, |z, _| z, mask, planes, base, out),
+                Transform::Xor => inverse_words::<$ty>(t, |z, b| z.xor(b), mask, planes, base, out),
                 Transform::Diff => {
-                    inverse_words::<$ty>(|z, b| z.undiff(b), mask, planes, base, out)
+                    inverse_words::<$ty>(t, |z, b| z.undiff(b), mask, planes, base, out)
                 }
             }
         };
