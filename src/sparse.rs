@@ -195,6 +195,29 @@ impl Expand for u16 {
         simd128::expand16(mask, planes[0], planes[1], j, z);
     }
 
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    fn fused(
+        t: Transform,
+        mask: &[u8],
+        planes: &[&[u8]],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        if t == Transform::None {
+            return 0;
+        }
+        simd128::fused16(
+            t == Transform::Diff,
+            mask,
+            planes[0],
+            planes[1],
+            j,
+            base,
+            out,
+        )
+    }
+
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
         #[cfg(target_arch = "x86_64")]
@@ -244,6 +267,60 @@ mod simd128 {
     use std::arch::wasm32::*;
 
     static SHUFFLE16: [[u8; 16]; 256] = super::shuffle16_table();
+
+    /// The SSSE3 `fused16`'s twin: expand and apply the inverse transform in registers.
+    pub(super) fn fused16(
+        diff: bool,
+        mask: &[u8],
+        lo: &[u8],
+        hi: &[u8],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let one = u16x8_splat(1);
+        let sign = u16x8_splat(0x8000);
+        for (g, &m) in mask.iter().enumerate() {
+            let at = 16 * g..16 * g + 16;
+            let (Some(l), Some(h), Some(b), Some(dst)) = (
+                lo.get(*j..*j + 8),
+                hi.get(*j..*j + 8),
+                base.get(at.clone()),
+                out.get_mut(at),
+            ) else {
+                return g;
+            };
+            // SAFETY: every slice above is exactly as long as the load or store made from it.
+            unsafe {
+                let b = v128_load(b.as_ptr() as *const v128);
+                let t = if m == 0 {
+                    b
+                } else {
+                    let l = v128_load64_zero(l.as_ptr() as *const u64);
+                    let h = v128_load64_zero(h.as_ptr() as *const u64);
+                    let words =
+                        u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(
+                            l, h,
+                        );
+                    let z = u8x16_swizzle(
+                        words,
+                        v128_load(SHUFFLE16[m as usize].as_ptr() as *const v128),
+                    );
+                    if diff {
+                        let d = v128_xor(u16x8_shr(z, 1), i16x8_neg(v128_and(z, one)));
+                        let ob = v128_xor(b, v128_or(i16x8_shr(b, 15), sign));
+                        let o = i16x8_add(ob, d);
+                        v128_xor(o, v128_or(i16x8_shr(v128_not(o), 15), sign))
+                    } else {
+                        v128_xor(z, b)
+                    }
+                };
+                v128_store(dst.as_mut_ptr() as *mut v128, t);
+            }
+            *j += m.count_ones() as usize;
+        }
+        mask.len()
+    }
 
     /// The SSSE3 kernel's twin: interleave 8 low and 8 high bytes, then one swizzle.
     pub(super) fn expand16(mask: &[u8], lo: &[u8], hi: &[u8], j: &mut usize, z: &mut [u16]) {
