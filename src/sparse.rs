@@ -1,11 +1,12 @@
 //! The hot path: [`Layout::SparsePlanes`](crate::transform::Layout) fused with its transform.
 //!
 //! Encoding computes each residual word, appends it to a packed array when non-zero and sets
-//! its mask bit, in one branch-free pass. Decoding works in blocks of 512 words that stay in L1:
-//! it *expands* the planes' non-zero words to a dense block following the mask (an interleave
-//! and a byte shuffle per 8 words on x86 with SSSE3, a scalar loop elsewhere), then *applies* the block to the base
-//! words in a loop the compiler vectorizes. A block whose mask is all zero is a plain copy of
-//! the base.
+//! its mask bit, in one branch-free pass. Decoding works in blocks of 512 words: a block whose
+//! mask is all zero is a plain copy of the base; otherwise, for 2- and 4-byte words on x86
+//! (SSSE3) and wasm32 (SIMD128), each mask byte's 8 words are interleaved from the planes,
+//! shuffled into the lanes the mask selects and combined with the base in registers. Elsewhere,
+//! and for the last few words of a piece, a scalar loop *expands* the non-zero words into a
+//! dense block that is then *applied* to the base in a loop the compiler vectorizes.
 
 use crate::error::{Error, Result};
 use crate::transform::{check_words, stream_lengths, Layout, Transform, Word};
@@ -99,13 +100,14 @@ fn expand_byte<W: Word>(m: u8, planes: &[&[u8]], j: &mut usize, z: &mut [W]) {
 
 /// Expands mask bytes into dense words: `z[8g + b]` is the next non-zero word when bit `b` of
 /// `mask[g]` is set, else zero. The mask selects at most as many words as the planes hold.
-trait Expand: Word {
-    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [Self]) {
-        for (g, &m) in mask.iter().enumerate() {
-            expand_byte(m, planes, j, &mut z[8 * g..]);
-        }
+fn expand<W: Word>(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [W]) {
+    for (g, &m) in mask.iter().enumerate() {
+        expand_byte(m, planes, j, &mut z[8 * g..]);
     }
+}
 
+/// Words with a SIMD kernel for the whole decode of a mask byte.
+trait Fused: Word {
     /// Expands and applies in registers, writing `out` straight from the planes and `base`
     /// without the dense block in between, for as many leading mask bytes as it can (full
     /// groups of 8 words); returns how many it did. The default does none.
@@ -121,10 +123,10 @@ trait Expand: Word {
     }
 }
 
-impl Expand for u8 {}
-impl Expand for u64 {}
+impl Fused for u8 {}
+impl Fused for u64 {}
 
-impl Expand for u32 {
+impl Fused for u32 {
     #[cfg(target_arch = "x86_64")]
     fn fused(
         t: Transform,
@@ -143,24 +145,9 @@ impl Expand for u32 {
         // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
         unsafe { x86::fused32(t == Transform::Diff, mask, planes, j, base, out) }
     }
-
-    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("ssse3")
-                && std::arch::is_x86_feature_detected!("popcnt")
-            {
-                // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
-                return unsafe { x86::expand32(mask, planes, j, z) };
-            }
-        }
-        for (g, &m) in mask.iter().enumerate() {
-            expand_byte(m, planes, j, &mut z[8 * g..]);
-        }
-    }
 }
 
-impl Expand for u16 {
+impl Fused for u16 {
     #[cfg(target_arch = "x86_64")]
     fn fused(
         t: Transform,
@@ -191,11 +178,6 @@ impl Expand for u16 {
     }
 
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
-        simd128::expand16(mask, planes[0], planes[1], j, z);
-    }
-
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     fn fused(
         t: Transform,
         mask: &[u8],
@@ -216,22 +198,6 @@ impl Expand for u16 {
             base,
             out,
         )
-    }
-
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    fn expand(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u16]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("ssse3")
-                && std::arch::is_x86_feature_detected!("popcnt")
-            {
-                // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
-                return unsafe { x86::expand16(mask, planes[0], planes[1], j, z) };
-            }
-        }
-        for (g, &m) in mask.iter().enumerate() {
-            expand_byte(m, planes, j, &mut z[8 * g..]);
-        }
     }
 }
 
@@ -321,32 +287,6 @@ mod simd128 {
         }
         mask.len()
     }
-
-    /// The SSSE3 kernel's twin: interleave 8 low and 8 high bytes, then one swizzle.
-    pub(super) fn expand16(mask: &[u8], lo: &[u8], hi: &[u8], j: &mut usize, z: &mut [u16]) {
-        for (g, &m) in mask.iter().enumerate() {
-            let (Some(l), Some(h), Some(dst)) = (
-                lo.get(*j..*j + 8),
-                hi.get(*j..*j + 8),
-                z.get_mut(8 * g..8 * g + 8),
-            ) else {
-                super::expand_byte(m, &[lo, hi], j, &mut z[8 * g..]);
-                continue;
-            };
-            // SAFETY: `l` and `h` are 8 bytes, the table row and `dst` 16; wasm loads and stores
-            // are unaligned-safe.
-            unsafe {
-                let l = v128_load64_zero(l.as_ptr() as *const u64);
-                let h = v128_load64_zero(h.as_ptr() as *const u64);
-                let words =
-                    u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(l, h);
-                let s = v128_load(SHUFFLE16[m as usize].as_ptr() as *const v128);
-                // Indices of 16 and more (the 0x80 entries) select zero.
-                v128_store(dst.as_mut_ptr() as *mut v128, u8x16_swizzle(words, s));
-            }
-            *j += m.count_ones() as usize;
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -380,58 +320,8 @@ mod x86 {
 
     static SHUFFLE32: [[u8; 16]; 16] = table32();
 
-    /// 8 bytes from each of the 4 planes in, 8 u32 words out per mask byte: two interleaves,
-    /// then one shuffle per half.
-    #[target_feature(enable = "ssse3,popcnt")]
-    pub(super) unsafe fn expand32(mask: &[u8], planes: &[&[u8]], j: &mut usize, z: &mut [u32]) {
-        let [p0, p1, p2, p3] = [planes[0], planes[1], planes[2], planes[3]];
-        for (g, &m) in mask.iter().enumerate() {
-            let at = *j..*j + 8;
-            let (Some(a), Some(b), Some(c), Some(d), Some(dst)) = (
-                p0.get(at.clone()),
-                p1.get(at.clone()),
-                p2.get(at.clone()),
-                p3.get(at),
-                z.get_mut(8 * g..8 * g + 8),
-            ) else {
-                super::expand_byte(m, planes, j, &mut z[8 * g..]);
-                continue;
-            };
-            // SAFETY: each plane slice is 8 bytes and `dst` is 8 u32 (32 bytes); unaligned
-            // loads and stores within them.
-            unsafe {
-                let a = _mm_loadl_epi64(a.as_ptr() as *const __m128i);
-                let b = _mm_loadl_epi64(b.as_ptr() as *const __m128i);
-                let c = _mm_loadl_epi64(c.as_ptr() as *const __m128i);
-                let d = _mm_loadl_epi64(d.as_ptr() as *const __m128i);
-                let ab = _mm_unpacklo_epi8(a, b);
-                let cd = _mm_unpacklo_epi8(c, d);
-                // Words 0-3 and 4-7 of the packed run, in order.
-                let first = _mm_unpacklo_epi16(ab, cd);
-                let second = _mm_unpackhi_epi16(ab, cd);
-                let lo = (m & 0x0F) as usize;
-                let hi = (m >> 4) as usize;
-                let skip = lo.count_ones() as usize;
-                // The high nibble's words start `skip` words into the run: realign by bytes.
-                let upper = match skip {
-                    0 => first,
-                    1 => _mm_alignr_epi8(second, first, 4),
-                    2 => _mm_alignr_epi8(second, first, 8),
-                    3 => _mm_alignr_epi8(second, first, 12),
-                    _ => second,
-                };
-                let s_lo = _mm_loadu_si128(SHUFFLE32[lo].as_ptr() as *const __m128i);
-                let s_hi = _mm_loadu_si128(SHUFFLE32[hi].as_ptr() as *const __m128i);
-                let out = dst.as_mut_ptr() as *mut __m128i;
-                _mm_storeu_si128(out, _mm_shuffle_epi8(first, s_lo));
-                _mm_storeu_si128(out.add(1), _mm_shuffle_epi8(upper, s_hi));
-            }
-            *j += m.count_ones() as usize;
-        }
-    }
-
-    /// [`expand16`] and the transform's inverse in one pass: per mask byte, 8 residual words
-    /// are shuffled into place and combined with 8 base words in SSE registers (zigzag
+    /// Expansion and the transform's inverse in one pass: per mask byte, 8 low and 8 high
+    /// plane bytes are interleaved, shuffled into the lanes the mask selects and combined with 8 base words in SSE registers (zigzag
     /// decode, value-order add, back to sign-magnitude for `diff`; XOR otherwise).
     #[target_feature(enable = "ssse3,popcnt")]
     pub(super) unsafe fn fused16(
@@ -491,7 +381,7 @@ mod x86 {
         mask.len()
     }
 
-    /// The u32 twin of [`fused16`]: 8 bytes from each of 4 planes, two halves of 4 words.
+    /// The u32 twin of `fused16`: 8 bytes from each of 4 planes, two halves of 4 words.
     #[target_feature(enable = "ssse3,popcnt")]
     pub(super) unsafe fn fused32(
         diff: bool,
@@ -577,34 +467,9 @@ mod x86 {
         }
         mask.len()
     }
-
-    /// 8 low bytes and 8 high bytes in, 8 u16 words out per mask byte, one shuffle each.
-    #[target_feature(enable = "ssse3,popcnt")]
-    pub(super) unsafe fn expand16(mask: &[u8], lo: &[u8], hi: &[u8], j: &mut usize, z: &mut [u16]) {
-        for (g, &m) in mask.iter().enumerate() {
-            let (Some(l), Some(h), Some(dst)) = (
-                lo.get(*j..*j + 8),
-                hi.get(*j..*j + 8),
-                z.get_mut(8 * g..8 * g + 8),
-            ) else {
-                super::expand_byte(m, &[lo, hi], j, &mut z[8 * g..]);
-                continue;
-            };
-            // SAFETY: `l` and `h` are 8 bytes, `dst` is 8 u16 (16 bytes); all accesses are
-            // unaligned loads and stores within them.
-            unsafe {
-                let l = _mm_loadl_epi64(l.as_ptr() as *const __m128i);
-                let h = _mm_loadl_epi64(h.as_ptr() as *const __m128i);
-                let words = _mm_unpacklo_epi8(l, h);
-                let s = _mm_loadu_si128(SHUFFLE16[m as usize].as_ptr() as *const __m128i);
-                _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, _mm_shuffle_epi8(words, s));
-            }
-            *j += m.count_ones() as usize;
-        }
-    }
 }
 
-fn inverse_words<W: Expand>(
+fn inverse_words<W: Fused>(
     t: Transform,
     f: impl Fn(W, W) -> W,
     mask: &[u8],
@@ -640,7 +505,7 @@ fn inverse_words<W: Expand>(
             );
             let rest = start * W::BYTES + 8 * done * W::BYTES..bytes.end;
             if !rest.is_empty() {
-                W::expand(&block_mask[done..], planes, &mut j, &mut z);
+                expand(&block_mask[done..], planes, &mut j, &mut z);
                 let dst = out[rest.clone()].chunks_exact_mut(W::BYTES);
                 let src = base[rest].chunks_exact(W::BYTES);
                 for ((o, b), &zw) in dst.zip(src).zip(&z) {
