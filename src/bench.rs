@@ -81,9 +81,7 @@ pub fn paper_layout_size(base: &[u8], target: &[u8]) -> Result<u64> {
     let mut total = tm.header_len;
     for t in &tm.tensors {
         let bytes = &target[t.start as usize..t.end as usize];
-        let paired = bm
-            .tensor(&t.name)
-            .filter(|b| b.dtype == t.dtype && b.shape == t.shape);
+        let paired = bm.counterpart(t);
         total += match paired {
             Some(b) if &base[b.start as usize..b.end as usize] == bytes => 0,
             Some(b) => {
@@ -117,10 +115,7 @@ fn methods_by_dtype(base: &[u8], target: &[u8]) -> Result<BTreeMap<String, BTree
     let tm = Model::parse(target)?;
     let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for t in &tm.tensors {
-        let Some(b) = bm
-            .tensor(&t.name)
-            .filter(|b| b.dtype == t.dtype && b.shape == t.shape)
-        else {
+        let Some(b) = bm.counterpart(t) else {
             continue;
         };
         let tb = &target[t.start as usize..t.end as usize];

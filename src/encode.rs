@@ -194,9 +194,7 @@ pub fn encode(
     let mut tensor_pieces: Vec<std::ops::Range<usize>> = Vec::with_capacity(model.tensors.len());
     let mut jobs = Vec::new();
     for (i, t) in model.tensors.iter().enumerate() {
-        let paired = base_model
-            .tensor(&t.name)
-            .filter(|b| b.dtype == t.dtype && b.shape == t.shape);
+        let paired = base_model.counterpart(t);
         let bytes = &target[t.start as usize..t.end as usize];
         let first = pieces.len();
         let key = (*hashes[i].as_bytes(), t.dtype.word());

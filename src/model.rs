@@ -417,6 +417,13 @@ impl Model {
     pub fn tensor(&self, name: &str) -> Option<&Tensor> {
         self.index_of(name).map(|i| &self.tensors[i])
     }
+
+    /// This model's counterpart of `t` (from another model): the tensor of the same name, dtype
+    /// and shape, the one a delta is taken against.
+    pub fn counterpart(&self, t: &Tensor) -> Option<&Tensor> {
+        self.tensor(&t.name)
+            .filter(|b| b.dtype == t.dtype && b.shape == t.shape)
+    }
 }
 
 /// Rounds an f32 bit pattern to bf16 as PyTorch does: round to nearest, ties to even, and every
