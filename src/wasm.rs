@@ -72,6 +72,14 @@ export interface RangeOptions {
   start: number;
   /** One past the last byte. */
   end: number;
+  /** The base's length, when `base` is a reader function (checked against the delta's record). */
+  baseSize?: number;
+}
+
+/** As RangeOptions; the range defaults to the whole file. */
+export interface RangeStreamOptions extends Omit<RangeOptions, "start" | "end"> {
+  start?: number;
+  end?: number;
 }
 
 export interface EncodeOptions {
@@ -82,6 +90,19 @@ export interface EncodeOptions {
 }
 
 export interface Summary { size: number; sha256: string; blake3: string; }
+
+/** What a delta rebuilds and from what, read from its manifest alone (see `describe`). */
+export interface Description {
+  formatVersion: number;
+  /** Length, sha256 (the hub's LFS oid) and blake3 of the file the delta rebuilds. */
+  targetSize: number; targetSha256: string; targetBlake3: string;
+  /** Length and header-region blake3 of the base it needs. */
+  baseSize: number; baseHeaderBlake3: string;
+  /** Length of the whole delta. */
+  deltaSize: number;
+  /** Number of independently decodable chunks. */
+  chunks: number;
+}
 
 export interface TensorHash { name: string; dtype: string; shape: number[]; bytes: number; blake3: string; }
 
@@ -94,6 +115,13 @@ export interface Fingerprint {
   version: number; file_len: number; header_len: number; arch: string; bytes_read: number;
   tensors: { name: string; canonical: string; dtype: string; shape: number[]; len: number }[];
   samples: { block: { tensor: number; offset: number; len: number }; bytes: Uint8Array }[];
+}
+
+export interface RemoteFingerprintOptions {
+  /** Read at most this many bytes (the default and the ceiling: 1% of the file and 2 MiB). */
+  maxBytes?: number;
+  /** Range requests in flight at a time (default 8). */
+  concurrency?: number;
 }
 
 export interface Verdict {
@@ -473,62 +501,185 @@ async fn open_plan(delta: &Source) -> Result<Plan, JsValue> {
     Plan::from_delta_head(&head).map_err(|e| js_error(&e))
 }
 
+/// Bytes `[start, end)` of the fine-tuned file, decoded chunk by chunk from random-access
+/// sources: what `rebuildRange` collects and `rebuildRangeStream` streams.
+struct RangeRun {
+    plan: Plan,
+    base: Source,
+    delta: Source,
+    decoder: BlobDecoder,
+    start: u64,
+    end: u64,
+    /// The next piece to hand out: `None` for the header part, then chunk indices.
+    header_left: bool,
+    chunks: std::ops::Range<usize>,
+    finished: bool,
+}
+
+impl RangeRun {
+    async fn open(options: &JsValue) -> Result<RangeRun, JsValue> {
+        let base = Source::from_js(field(options, "base")?, "base")?;
+        let delta = Source::from_js(field(options, "delta")?, "delta")?;
+        let number = |name: &str| -> Result<Option<u64>, JsValue> {
+            let v = field(options, name)?;
+            if v.is_undefined() {
+                return Ok(None);
+            }
+            let n = v
+                .as_f64()
+                .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+                .ok_or_else(|| invalid(&format!("{name} must be a whole number of bytes")))?;
+            Ok(Some(n as u64))
+        };
+        let (start, end) = (number("start")?, number("end")?);
+        let plan = open_plan(&delta).await?;
+        let m = &plan.manifest;
+        let start = start.unwrap_or(0);
+        let end = end.unwrap_or(m.target_size);
+        if start > end || end > m.target_size {
+            return Err(invalid(&format!(
+                "range {start}..{end} is outside the {}-byte file",
+                m.target_size
+            )));
+        }
+        let base_len = base.len().or(number("baseSize")?);
+        let header = base.read(0, m.base_header_len).await?;
+        plan.check_base(base_len, &header)
+            .map_err(|e| js_error(&e))?;
+        let chunks = plan.chunks_for(start..end);
+        Ok(RangeRun {
+            header_left: start < m.header.len() as u64,
+            decoder: BlobDecoder::new().map_err(|e| js_error(&e))?,
+            plan,
+            base,
+            delta,
+            start,
+            end,
+            chunks,
+            finished: false,
+        })
+    }
+
+    /// The next verified part of the range, or `None` at its end.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, JsValue> {
+        let m = &self.plan.manifest;
+        let h = m.header.len() as u64;
+        if std::mem::take(&mut self.header_left) {
+            return Ok(Some(
+                m.header[self.start as usize..self.end.min(h) as usize].to_vec(),
+            ));
+        }
+        let Some(i) = self.chunks.next() else {
+            return Ok(None);
+        };
+        let mut blobs = std::collections::BTreeMap::new();
+        for b in self.plan.chunk_blobs(i) {
+            let r = self.plan.blob_range(b);
+            blobs.insert(b, self.delta.read(r.start, r.end).await?);
+        }
+        let mut base_bytes = Vec::new();
+        for r in m.base_reads(i) {
+            base_bytes.extend_from_slice(&self.base.read(r.start, r.end).await?);
+        }
+        let c = m.chunks[i];
+        let mut chunk = vec![0u8; c.out_len as usize];
+        self.plan
+            .decode_chunk(
+                i,
+                |b| blobs.get(&b).map(Vec::as_slice),
+                &base_bytes,
+                &mut chunk,
+                &mut self.decoder,
+            )
+            .map_err(|e| js_error(&e))?;
+        let from = (self.start.max(c.out_start) - c.out_start) as usize;
+        let to = (self.end.min(c.out_start + c.out_len) - c.out_start) as usize;
+        if from != 0 || to != chunk.len() {
+            chunk.truncate(to);
+            chunk.drain(..from);
+        }
+        Ok(Some(chunk))
+    }
+}
+
 /// Rebuilds bytes `[start, end)` of the fine-tuned file alone, decoding only the chunks that
 /// cover them. The delta must allow random access.
 #[wasm_bindgen(js_name = rebuildRange, unchecked_return_type = "Promise<Uint8Array>")]
 pub async fn rebuild_range(
     #[wasm_bindgen(unchecked_param_type = "RangeOptions")] options: JsValue,
 ) -> Result<JsValue, JsValue> {
-    let base = Source::from_js(field(&options, "base")?, "base")?;
-    let delta = Source::from_js(field(&options, "delta")?, "delta")?;
-    let start = field(&options, "start")?
-        .as_f64()
-        .ok_or_else(|| invalid("start must be a number"))? as u64;
-    let end = field(&options, "end")?
-        .as_f64()
-        .ok_or_else(|| invalid("end must be a number"))? as u64;
-    let plan = open_plan(&delta).await?;
-    let m = &plan.manifest;
-    if start > end || end > m.target_size {
-        return Err(invalid(&format!(
-            "range {start}..{end} is outside the {}-byte file",
-            m.target_size
-        )));
-    }
-    let header = base.read(0, m.base_header_len).await?;
-    plan.check_base(base.len(), &header)
-        .map_err(|e| js_error(&e))?;
-    let mut out = Vec::with_capacity((end - start) as usize);
-    let h = m.header.len() as u64;
-    if start < h {
-        out.extend_from_slice(&m.header[start as usize..end.min(h) as usize]);
-    }
-    let mut decoder = BlobDecoder::new().map_err(|e| js_error(&e))?;
-    for i in plan.chunks_for(start..end) {
-        let mut blobs = std::collections::BTreeMap::new();
-        for b in plan.chunk_blobs(i) {
-            let r = plan.blob_range(b);
-            blobs.insert(b, delta.read(r.start, r.end).await?);
-        }
-        let mut base_bytes = Vec::new();
-        for r in m.base_reads(i) {
-            base_bytes.extend_from_slice(&base.read(r.start, r.end).await?);
-        }
-        let c = m.chunks[i];
-        let mut chunk = vec![0u8; c.out_len as usize];
-        plan.decode_chunk(
-            i,
-            |b| blobs.get(&b).map(Vec::as_slice),
-            &base_bytes,
-            &mut chunk,
-            &mut decoder,
-        )
-        .map_err(|e| js_error(&e))?;
-        let from = start.max(c.out_start) - c.out_start;
-        let to = end.min(c.out_start + c.out_len) - c.out_start;
-        out.extend_from_slice(&chunk[from as usize..to as usize]);
+    let mut run = RangeRun::open(&options).await?;
+    let mut out = Vec::with_capacity((run.end - run.start) as usize);
+    while let Some(part) = run.next().await? {
+        out.extend_from_slice(&part);
     }
     Ok(Uint8Array::from(out.as_slice()).into())
+}
+
+/// Streams bytes `[start, end)` of the fine-tuned file (the whole file by default), one verified
+/// chunk at a time, with memory bounded by the chunk size whatever the range's length: the way
+/// to serve large HTTP ranges. Opening the stream checks the base; the stream errors with a
+/// coded `Error` on a corrupt delta or a wrong base.
+#[wasm_bindgen(
+    js_name = rebuildRangeStream,
+    unchecked_return_type = "Promise<ReadableStream<Uint8Array>>"
+)]
+pub async fn rebuild_range_stream(
+    #[wasm_bindgen(unchecked_param_type = "RangeStreamOptions")] options: JsValue,
+) -> Result<JsValue, JsValue> {
+    let run = RangeRun::open(&options).await?;
+    let parts = stream::unfold(run, |mut run| async move {
+        if run.finished {
+            return None;
+        }
+        match run.next().await {
+            Ok(Some(part)) => Some((Ok(JsValue::from(Uint8Array::from(part.as_slice()))), run)),
+            Ok(None) => None,
+            Err(e) => {
+                run.finished = true;
+                Some((Err(e), run))
+            }
+        }
+    });
+    Ok(wasm_streams::ReadableStream::from_stream(parts)
+        .into_raw()
+        .into())
+}
+
+/// What a delta promises, from its manifest alone (two small reads): the rebuilt file's size
+/// and hashes and the base it needs. What a server needs for `Content-Length` and `ETag`
+/// before it rebuilds anything.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Description {
+    format_version: u32,
+    target_size: u64,
+    target_sha256: String,
+    target_blake3: String,
+    base_size: u64,
+    base_header_blake3: String,
+    delta_size: u64,
+    chunks: usize,
+}
+
+/// Reads a delta's manifest (not its payload) and says what it rebuilds and from what.
+#[wasm_bindgen(js_name = describe, unchecked_return_type = "Promise<Description>")]
+pub async fn describe(
+    #[wasm_bindgen(unchecked_param_type = "ByteSource")] delta: JsValue,
+) -> Result<JsValue, JsValue> {
+    let delta = Source::from_js(delta, "delta")?;
+    let plan = open_plan(&delta).await?;
+    let m = &plan.manifest;
+    to_json(&Description {
+        format_version: crate::format::VERSION,
+        target_size: m.target_size,
+        target_sha256: hex(&m.target_sha256),
+        target_blake3: hex(&m.target_blake3),
+        base_size: m.base_size,
+        base_header_blake3: hex(&m.base_header_blake3),
+        delta_size: plan.payload_offset + m.payload_len,
+        chunks: m.chunks.len(),
+    })
 }
 
 /// What a delta holds: sizes before and after by tensor kind, dtype and method.
@@ -736,12 +887,23 @@ fn fetch_fn() -> Result<Function, JsValue> {
 }
 
 /// Fetches bytes `[start, end)` of `url` with a Range request; `Err` unless the server sends
-/// exactly those bytes (a server that ignores Range is not read past its headers).
+/// exactly those bytes, or with `to_eof` those up to the end of a shorter file (a server that
+/// ignores Range is not read past its headers).
 async fn fetch_range(
     fetch: &Function,
     url: &str,
     start: u64,
     end: u64,
+) -> Result<(Vec<u8>, Option<u64>), JsValue> {
+    fetch_range_upto(fetch, url, start, end, false).await
+}
+
+async fn fetch_range_upto(
+    fetch: &Function,
+    url: &str,
+    start: u64,
+    end: u64,
+    to_eof: bool,
 ) -> Result<(Vec<u8>, Option<u64>), JsValue> {
     let init = Object::new();
     let headers = Object::new();
@@ -772,7 +934,11 @@ async fn fetch_range(
             .and_then(|n| n.trim().parse::<u64>().ok())
     });
     let bytes = Uint8Array::new(&JsFuture::from(response.array_buffer()?).await?).to_vec();
-    if bytes.len() as u64 != end - start {
+    let expected = match total {
+        Some(t) if to_eof => end.min(t).saturating_sub(start),
+        _ => end - start,
+    };
+    if bytes.len() as u64 != expected {
         return Err(coded(
             ErrorCode::Io,
             &format!(
@@ -793,40 +959,71 @@ fn fingerprint_to_js(fp: &crate::family::Fingerprint) -> Result<JsValue, JsValue
     .map_err(|e| invalid(&e.to_string()))
 }
 
+/// How much of the file the first request of `fingerprintRemote` asks for: the 8-byte prefix
+/// and, for most models, the whole header with it, saving a round trip.
+const REMOTE_HEAD: u64 = 16 << 10;
+
 /// Fingerprints a remote safetensors file reading only its header and sampled blocks with
-/// HTTP Range requests: at most 1% of the file and 2 MiB in total, adjacent blocks coalesced.
+/// HTTP Range requests: by default at most 1% of the file and 2 MiB in total (`maxBytes` lowers
+/// that: fewer blocks, from the largest tensors), adjacent blocks coalesced, `concurrency`
+/// requests in flight (default 8).
 #[wasm_bindgen(js_name = fingerprintRemote, unchecked_return_type = "Promise<Fingerprint>")]
-pub async fn fingerprint_remote(url: String) -> Result<JsValue, JsValue> {
+pub async fn fingerprint_remote(
+    url: String,
+    #[wasm_bindgen(unchecked_param_type = "RemoteFingerprintOptions")] options: Option<Object>,
+) -> Result<JsValue, JsValue> {
+    use futures_util::StreamExt as _;
+    let options: JsValue = options
+        .map(Into::into)
+        .unwrap_or_else(|| Object::new().into());
+    let number = |name: &str| -> Result<Option<f64>, JsValue> {
+        let v = field(&options, name)?;
+        if v.is_undefined() {
+            return Ok(None);
+        }
+        v.as_f64()
+            .filter(|n| *n >= 1.0)
+            .map(Some)
+            .ok_or_else(|| invalid(&format!("{name} must be a positive number")))
+    };
+    let max_bytes = number("maxBytes")?;
+    let concurrency = number("concurrency")?.unwrap_or(8.0).min(64.0) as usize;
     let fetch = fetch_fn()?;
-    let (prefix, total) = fetch_range(&fetch, &url, 0, PREFIX_LEN).await?;
+    let (mut header, total) = fetch_range_upto(&fetch, &url, 0, REMOTE_HEAD, true).await?;
     let total = total.ok_or_else(|| {
         coded(
             ErrorCode::Io,
             "the server sent no file length in Content-Range",
         )
     })?;
-    let region = Model::header_region_len(&prefix, Some(total)).map_err(|e| js_error(&e))?;
-    let (rest, _) = fetch_range(&fetch, &url, PREFIX_LEN, region).await?;
-    let mut header = prefix;
-    header.extend_from_slice(&rest);
+    let mut fetched = header.len() as u64;
+    let region = Model::header_region_len(&header, Some(total)).map_err(|e| js_error(&e))?;
+    if region > fetched {
+        let (rest, _) = fetch_range(&fetch, &url, fetched, region).await?;
+        fetched += rest.len() as u64;
+        header.extend_from_slice(&rest);
+    }
+    header.truncate(region as usize);
     let model = Model::parse_header(&header, Some(total)).map_err(|e| js_error(&e))?;
     let cap = ((total as f64 * 0.01) as u64)
         .min(2 << 20)
-        .saturating_sub(PREFIX_LEN);
+        .min(max_bytes.map_or(u64::MAX, |n| n as u64))
+        .saturating_sub(fetched.saturating_sub(region));
     let plan = crate::family::SamplePlan::with_budget(&model, cap, 1.0);
-    // A few requests in flight at a time.
-    let mut bytes = Vec::with_capacity(plan.ranges.len());
-    for group in plan.ranges.chunks(6) {
-        let futures = group
+    let bytes: Vec<Vec<u8>> = futures_util::stream::iter(
+        plan.ranges
             .iter()
-            .map(|r| fetch_range(&fetch, &url, r.start, r.end));
-        for result in futures_util::future::join_all(futures).await {
-            bytes.push(result?.0);
-        }
-    }
-    // The header region includes the 8-byte prefix read first, so `bytes_read` is what was
-    // fetched.
-    let fp = plan.fingerprint(&model, &bytes).map_err(|e| js_error(&e))?;
+            .map(|r| fetch_range(&fetch, &url, r.start, r.end)),
+    )
+    .buffered(concurrency.max(1))
+    .map(|r| r.map(|(b, _)| b))
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    let mut fp = plan.fingerprint(&model, &bytes).map_err(|e| js_error(&e))?;
+    // What was fetched: the plan's header and blocks, plus the first read's overshoot.
+    fp.bytes_read += fetched.saturating_sub(region);
     fingerprint_to_js(&fp)
 }
 

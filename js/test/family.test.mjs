@@ -113,6 +113,19 @@ test('fingerprintRemote reads at most 1% and 2 MiB, and matchFamily picks the ba
   assert.equal(again[0].verdict, 'related');
 });
 
+test('fingerprintRemote with a smaller budget reads less, in fewer requests, and still matches', async () => {
+  served = 0;
+  requests = 0;
+  const fp = await zipllm.fingerprintRemote(`${url}/ft-a/model.bf16.safetensors`, { maxBytes: 64 * 1024, concurrency: 4 });
+  assert.ok(served <= 64 * 1024, `served ${served}`);
+  assert.equal(served, fp.bytes_read);
+  assert.ok(requests <= 16, `${requests} requests`);
+  const [best] = await zipllm.matchFamily(fp, [{ name: 'minilm-bf16', source: await fs.openAsBlob(BASE_BF16) }, { name: 'random-init', source: randomInit(fs.readFileSync(BASE_BF16)) }]);
+  assert.equal(best.candidate, 'minilm-bf16');
+  assert.equal(best.verdict, 'related');
+  await assert.rejects(zipllm.fingerprintRemote(`${url}/ft-a/model.bf16.safetensors`, { maxBytes: -1 }), (e) => e.code === 'INVALID_INPUT');
+});
+
 test('fingerprintRemote refuses a server without Range support', async () => {
   const plain = http.createServer((req, res) => res.writeHead(200, { 'content-length': 10 }).end('0123456789'));
   await new Promise((r) => plain.listen(0, '127.0.0.1', r));

@@ -119,6 +119,40 @@ test('rebuildRange returns exactly the bytes of the full rebuild', async () => {
   await expectCode(zipllm.rebuildRange({ base, delta, start: 0, end: n + 1 }), 'INVALID_INPUT');
 });
 
+test('rebuildRangeStream streams a range (the whole file by default) in verified parts', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const delta = await fs.openAsBlob(DELTA);
+  const whole = await drain(await zipllm.rebuildRangeStream({ base, delta }));
+  assert.equal(whole.sha256, FT_A_SHA256);
+  const n = whole.size;
+  for (const [start, end] of [[0, 11512], [100, 9_000_100], [n - 5000, n]]) {
+    const part = await drain(await zipllm.rebuildRangeStream({ base, delta, start, end }));
+    assert.ok(part.bytes.equals(whole.bytes.subarray(start, end)), `${start}..${end}`);
+  }
+  // The base is checked when the stream opens; a chunk that does not decode errors the stream.
+  await expectCode(zipllm.rebuildRangeStream({ base: await fs.openAsBlob(BASE_FP32), delta }), 'WRONG_BASE');
+  const bad = new Uint8Array(await delta.arrayBuffer());
+  bad[bad.length - 300_000] ^= 0xff;
+  await expectCode(drain(await zipllm.rebuildRangeStream({ base, delta: bad })), 'CORRUPT_DELTA');
+});
+
+test('describe reads what a delta rebuilds from its manifest alone', async () => {
+  const reads = [];
+  const bytes = fs.readFileSync(DELTA);
+  const info = await zipllm.describe(async (offset, length) => {
+    reads.push(length);
+    return bytes.subarray(offset, offset + length);
+  });
+  assert.equal(info.targetSha256, FT_A_SHA256);
+  assert.equal(info.targetSize, 45442040);
+  assert.equal(info.deltaSize, bytes.length);
+  assert.equal(info.baseSize, fs.statSync(BASE).size);
+  assert.ok(info.chunks > 1);
+  assert.equal(reads.length, 2, 'the preamble, then the manifest');
+  assert.ok(reads[1] < bytes.length / 10);
+  await expectCode(zipllm.describe(bytes.subarray(0, 100)), 'TRUNCATED_DELTA');
+});
+
 test('verify, inspect, hashFile and hashTensors', async () => {
   const base = await fs.openAsBlob(BASE);
   const delta = await fs.openAsBlob(DELTA);
