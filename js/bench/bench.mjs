@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import * as zipllm from 'zipllm';
-import { startServer } from '../test/static-server.mjs';
+import { startServer } from '../../www/server.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
