@@ -145,6 +145,21 @@ impl Fused for u32 {
         // SAFETY: SSSE3 and POPCNT are present; the function checks its own bounds.
         unsafe { x86::fused32(t == Transform::Diff, mask, planes, j, base, out) }
     }
+
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    fn fused(
+        t: Transform,
+        mask: &[u8],
+        planes: &[&[u8]],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        if t == Transform::None {
+            return 0;
+        }
+        simd128::fused32(t == Transform::Diff, mask, planes, j, base, out)
+    }
 }
 
 impl Fused for u16 {
@@ -228,11 +243,42 @@ const fn shuffle16_table() -> [[u8; 16]; 256] {
     t
 }
 
+/// For each mask nibble, the shuffle that moves packed u32 words to the set lanes (0x80: zero).
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+const fn shuffle32_table() -> [[u8; 16]; 16] {
+    let mut t = [[0x80u8; 16]; 16];
+    let mut m = 0;
+    while m < 16 {
+        let mut idx = 0u8;
+        let mut lane = 0;
+        while lane < 4 {
+            if m & (1 << lane) != 0 {
+                let mut b = 0;
+                while b < 4 {
+                    t[m][4 * lane + b] = 4 * idx + b as u8;
+                    b += 1;
+                }
+                idx += 1;
+            }
+            lane += 1;
+        }
+        m += 1;
+    }
+    t
+}
+
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
     use std::arch::wasm32::*;
 
     static SHUFFLE16: [[u8; 16]; 256] = super::shuffle16_table();
+    static SHUFFLE32: [[u8; 16]; 16] = super::shuffle32_table();
 
     /// The SSSE3 `fused16`'s twin: expand and apply the inverse transform in registers.
     pub(super) fn fused16(
@@ -287,6 +333,122 @@ mod simd128 {
         }
         mask.len()
     }
+
+    /// The SSSE3 `fused32`'s twin: 8 bytes from each of 4 planes, two halves of 4 words.
+    pub(super) fn fused32(
+        diff: bool,
+        mask: &[u8],
+        planes: &[&[u8]],
+        j: &mut usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let [p0, p1, p2, p3] = [planes[0], planes[1], planes[2], planes[3]];
+        let one = u32x4_splat(1);
+        let sign = u32x4_splat(0x8000_0000);
+        let apply = |z: v128, b: v128| -> v128 {
+            if diff {
+                let d = v128_xor(u32x4_shr(z, 1), i32x4_neg(v128_and(z, one)));
+                let ob = v128_xor(b, v128_or(i32x4_shr(b, 31), sign));
+                let o = i32x4_add(ob, d);
+                v128_xor(o, v128_or(i32x4_shr(v128_not(o), 31), sign))
+            } else {
+                v128_xor(z, b)
+            }
+        };
+        for (g, &m) in mask.iter().enumerate() {
+            let at = *j..*j + 8;
+            let io = 32 * g..32 * g + 32;
+            let (Some(a), Some(bb), Some(c), Some(d), Some(src), Some(dst)) = (
+                p0.get(at.clone()),
+                p1.get(at.clone()),
+                p2.get(at.clone()),
+                p3.get(at),
+                base.get(io.clone()),
+                out.get_mut(io),
+            ) else {
+                return g;
+            };
+            // SAFETY: plane slices are 8 bytes, `src` and `dst` 32; unaligned loads and stores
+            // within them.
+            unsafe {
+                let b0 = v128_load(src.as_ptr() as *const v128);
+                let b1 = v128_load(src.as_ptr().add(16) as *const v128);
+                let (t0, t1) = if m == 0 {
+                    (b0, b1)
+                } else {
+                    let ab = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(
+                        v128_load64_zero(a.as_ptr() as *const u64),
+                        v128_load64_zero(bb.as_ptr() as *const u64),
+                    );
+                    let cd = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(
+                        v128_load64_zero(c.as_ptr() as *const u64),
+                        v128_load64_zero(d.as_ptr() as *const u64),
+                    );
+                    let first = u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(ab, cd);
+                    let second = u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(ab, cd);
+                    let lo = (m & 0x0F) as usize;
+                    // The words after the low nibble's: `first` shifted by as many words as it
+                    // took, continued from `second`.
+                    let upper = match lo.count_ones() {
+                        0 => first,
+                        1 => {
+                            u8x16_shuffle::<4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19>(
+                                first, second,
+                            )
+                        }
+                        2 => u8x16_shuffle::<
+                            8,
+                            9,
+                            10,
+                            11,
+                            12,
+                            13,
+                            14,
+                            15,
+                            16,
+                            17,
+                            18,
+                            19,
+                            20,
+                            21,
+                            22,
+                            23,
+                        >(first, second),
+                        3 => u8x16_shuffle::<
+                            12,
+                            13,
+                            14,
+                            15,
+                            16,
+                            17,
+                            18,
+                            19,
+                            20,
+                            21,
+                            22,
+                            23,
+                            24,
+                            25,
+                            26,
+                            27,
+                        >(first, second),
+                        _ => second,
+                    };
+                    let z0 = u8x16_swizzle(first, v128_load(SHUFFLE32[lo].as_ptr() as *const v128));
+                    let z1 = u8x16_swizzle(
+                        upper,
+                        v128_load(SHUFFLE32[(m >> 4) as usize].as_ptr() as *const v128),
+                    );
+                    (apply(z0, b0), apply(z1, b1))
+                };
+                v128_store(dst.as_mut_ptr() as *mut v128, t0);
+                v128_store(dst.as_mut_ptr().add(16) as *mut v128, t1);
+            }
+            *j += m.count_ones() as usize;
+        }
+        mask.len()
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -295,30 +457,7 @@ mod x86 {
 
     static SHUFFLE16: [[u8; 16]; 256] = super::shuffle16_table();
 
-    /// For each mask nibble, the shuffle that moves packed u32 words to the set lanes.
-    const fn table32() -> [[u8; 16]; 16] {
-        let mut t = [[0x80u8; 16]; 16];
-        let mut m = 0;
-        while m < 16 {
-            let mut idx = 0u8;
-            let mut lane = 0;
-            while lane < 4 {
-                if m & (1 << lane) != 0 {
-                    let mut b = 0;
-                    while b < 4 {
-                        t[m][4 * lane + b] = 4 * idx + b as u8;
-                        b += 1;
-                    }
-                    idx += 1;
-                }
-                lane += 1;
-            }
-            m += 1;
-        }
-        t
-    }
-
-    static SHUFFLE32: [[u8; 16]; 16] = table32();
+    static SHUFFLE32: [[u8; 16]; 16] = super::shuffle32_table();
 
     /// Expansion and the transform's inverse in one pass: per mask byte, 8 low and 8 high
     /// plane bytes are interleaved, shuffled into the lanes the mask selects and combined with 8 base words in SSE registers (zigzag

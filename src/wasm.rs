@@ -398,7 +398,7 @@ impl Run {
                 Want::Base(r) => {
                     let bytes = self.base.read(r.start, r.end).await?;
                     self.machine
-                        .provide_base(&bytes)
+                        .provide_base_owned(bytes)
                         .map_err(|e| js_error(&e))?;
                 }
                 Want::Out(chunk) => {

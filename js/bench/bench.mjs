@@ -32,7 +32,7 @@ if (fs.existsSync(path.join(shared, 'unpack.py'))) {
   pairs.push({ name: 'fp32', base: path.join(out, 'base/model.safetensors'), delta });
 }
 
-async function nodeRebuild(base, delta, fullHash, runs = 3) {
+async function nodeRebuild(base, delta, fullHash, runs = 5) {
   let best = Infinity;
   let size = 0;
   for (let i = 0; i < runs; i++) {
@@ -62,11 +62,12 @@ try {
     const nodeFast = await nodeRebuild(base, delta, false);
     const nodeFull = await nodeRebuild(base, delta, true);
     const args = [`/abs${p.base}`, `/abs${p.delta}`];
-    const chromeFast = await page.evaluate(([b, d]) => window.bench.single(b, d, false, 3), args);
-    const chromeFull = await page.evaluate(([b, d]) => window.bench.single(b, d, true, 3), args);
+    const chromeFast = await page.evaluate(([b, d]) => window.bench.single(b, d, false, 5), args);
+    const chromeFull = await page.evaluate(([b, d]) => window.bench.single(b, d, true, 5), args);
+    const chromeWorker = await page.evaluate(([b, d]) => window.bench.singleWorker(b, d, false, 5), args);
     const workers1 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 1, 3), args);
     const workers2 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 2, 3), args);
-    rows.push({ pair: p.name, native, nodeFast, nodeFull, chromeFast, chromeFull, workers1, workers2 });
+    rows.push({ pair: p.name, native, nodeFast, nodeFull, chromeFast, chromeFull, chromeWorker, workers1, workers2 });
   }
 } finally {
   await browser.close();
@@ -74,12 +75,13 @@ try {
 }
 
 const f = (x) => x.toFixed(0).padStart(8);
-console.log('MB/s of rebuilt file, best of 3; wasm builds: C zstd (clang) + SIMD128');
-console.log('pair  native-1t | node  node+sha | chrome chrome+sha | ratio node/native chrome/native | 1 worker 2 workers speed-up');
+console.log('MB/s of rebuilt file, one thread unless said, best of 5 (3 for ranges); wasm: C zstd (clang) + SIMD128');
+console.log('chrome = page main thread, chrome-w = one Web Worker streaming the whole file; +sha = whole-file hashes too');
+console.log('pair  native-1t | node  node+sha | chrome chrome+sha chrome-w | ratio node/native chrome-w/native | ranges: 1 worker 2 workers speed-up');
 for (const r of rows) {
   console.log(
-    `${r.pair.padEnd(5)} ${f(r.native)} | ${f(r.nodeFast)} ${f(r.nodeFull)} | ${f(r.chromeFast)} ${f(r.chromeFull)} | ` +
-      `${(r.nodeFast / r.native).toFixed(2).padStart(8)} ${(r.chromeFast / r.native).toFixed(2).padStart(8)} | ` +
+    `${r.pair.padEnd(5)} ${f(r.native)} | ${f(r.nodeFast)} ${f(r.nodeFull)} | ${f(r.chromeFast)} ${f(r.chromeFull)} ${f(r.chromeWorker)} | ` +
+      `${(r.nodeFast / r.native).toFixed(2).padStart(8)} ${(r.chromeWorker / r.native).toFixed(2).padStart(8)} | ` +
       `${f(r.workers1)} ${f(r.workers2)} ${(r.workers2 / r.workers1).toFixed(2).padStart(6)}x`,
   );
 }
