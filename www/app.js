@@ -194,7 +194,7 @@ async function getModel(path) {
     steps.base?.(`${mb(baseDownloaded)}, at ${ms(t.base)}`);
     const early = id.best === guess ? ' (started with the fingerprint, on the cached base the match then confirmed)' : '';
     steps.rebuild?.(`${mb(r.deltaBytes)} fetched, ${mb(r.size)} rebuilt, sha256 checked in ${ms(r.verifyMs)}, at ${ms(timeToModel)}${early}`);
-    r = { ...r, ...id, base: id.best, timings: { ...t, verified: timeToModel } };
+    r = { ...r, ...id, base: id.best, timings: { ...t, deltaDone: r.deltaDoneMs, rebuildDone: r.rebuildMs, verified: timeToModel } };
     state.last = { path, ...r, timeToModel };
     $('sha-got').textContent = r.sha256;
     $('verdict').textContent = r.sha256 === f.sha256 ? `✓ Byte for byte the hub's file, in ${ms(timeToModel)}.` : '✗ sha256 mismatch';

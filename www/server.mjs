@@ -54,11 +54,13 @@ export async function startServer({ root, mounts = {}, mbps = 0, port = 0, host 
     }
     return path.resolve(root, `.${urlPath}`);
   };
-  // Time at which the shared link has carried `n` more bytes.
+  // How long to wait until the shared link has carried `n` more bytes. Timers fire late, so a
+  // sender that fell behind may catch up by up to BURST_MS: the average rate stays exact.
+  const BURST_MS = 5;
   const reserve = (n) => {
     if (!link.mbps) return 0;
     const now = performance.now();
-    link.freeAt = Math.max(link.freeAt, now) + (n / (link.mbps * 1e6)) * 1000;
+    link.freeAt = Math.max(link.freeAt, now - BURST_MS) + (n / (link.mbps * 1e6)) * 1000;
     return link.freeAt - now;
   };
 
@@ -108,7 +110,11 @@ export async function startServer({ root, mounts = {}, mbps = 0, port = 0, host 
     if (req.method !== 'GET' && req.method !== 'HEAD') return res.writeHead(405, { allow: 'GET, HEAD' }).end();
     let file = resolveFile(urlPath);
     if (urlPath.endsWith('/')) file = path.join(file, 'index.html');
-    if (!dirs.some((d) => file === d || file.startsWith(d + path.sep))) return res.writeHead(403).end();
+    const inside = (d) => {
+      const rel = path.relative(d, file);
+      return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+    };
+    if (!dirs.some(inside)) return res.writeHead(403).end();
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) return res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       stats.requests++;

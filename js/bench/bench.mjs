@@ -32,13 +32,13 @@ if (fs.existsSync(path.join(shared, 'unpack.py'))) {
   pairs.push({ name: 'fp32', base: path.join(out, 'base/model.safetensors'), delta });
 }
 
-async function nodeRebuild(base, delta, fullHash, runs = 5) {
+async function nodeRebuild(base, delta, fullHash, into, runs = 5) {
   let best = Infinity;
   let size = 0;
   for (let i = 0; i < runs; i++) {
     const t = performance.now();
     size = 0;
-    for await (const c of zipllm.rebuild({ base, delta, fullHash })) size += c.length;
+    for await (const c of zipllm.rebuild({ base, delta, fullHash, into })) size += c.length;
     best = Math.min(best, performance.now() - t);
   }
   return size / 1e3 / best;
@@ -56,18 +56,21 @@ try {
   await page.goto(`${site.url}/js/bench/page.html`);
   await page.waitForFunction(() => window.ready === true);
   for (const p of pairs) {
-    const native = Number(/([\d.]+) MB\/s/.exec(execFileSync(decodeLoop, [p.base, p.delta, '10']).toString())[1]);
+    // Best of 10, as the wasm figures are bests.
+    const native = Number(/best ([\d.]+) MB\/s/.exec(execFileSync(decodeLoop, [p.base, p.delta, '10']).toString())[1]);
     const base = new Uint8Array(fs.readFileSync(p.base));
     const delta = new Uint8Array(fs.readFileSync(p.delta));
     const nodeFast = await nodeRebuild(base, delta, false);
     const nodeFull = await nodeRebuild(base, delta, true);
+    const nodeInto = await nodeRebuild(base, delta, false, new Uint8Array((await zipllm.describe(delta)).targetSize));
     const args = [`/abs${p.base}`, `/abs${p.delta}`];
     const chromeFast = await page.evaluate(([b, d]) => window.bench.single(b, d, false, 5), args);
     const chromeFull = await page.evaluate(([b, d]) => window.bench.single(b, d, true, 5), args);
     const chromeWorker = await page.evaluate(([b, d]) => window.bench.singleWorker(b, d, false, 5), args);
+    const chromeInto = await page.evaluate(([b, d]) => window.bench.singleWorker(b, d, false, 5, true), args);
     const workers1 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 1, 3), args);
     const workers2 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 2, 3), args);
-    rows.push({ pair: p.name, native, nodeFast, nodeFull, chromeFast, chromeFull, chromeWorker, workers1, workers2 });
+    rows.push({ pair: p.name, native, nodeFast, nodeFull, nodeInto, chromeFast, chromeFull, chromeWorker, chromeInto, workers1, workers2 });
   }
 } finally {
   await browser.close();
@@ -76,12 +79,14 @@ try {
 
 const f = (x) => x.toFixed(0).padStart(8);
 console.log('MB/s of rebuilt file, one thread unless said, best of 5 (3 for ranges); wasm: C zstd (clang) + SIMD128');
-console.log('chrome = page main thread, chrome-w = one Web Worker streaming the whole file; +sha = whole-file hashes too');
-console.log('pair  native-1t | node  node+sha | chrome chrome+sha chrome-w | ratio node/native chrome-w/native | ranges: 1 worker 2 workers speed-up');
+console.log('chrome = page main thread, -w = one Web Worker streaming the whole file; +sha = whole-file hashes too;');
+console.log('into = output into the caller\'s buffer (rebuild({ into })) instead of a new Uint8Array per chunk');
+console.log('pair  native-1t |     node node+sha node-into |   chrome chrome+sha chrome-w c-w-into | ratio to native: node node-into chrome-w c-w-into | ranges: 1 worker 2 workers speed-up');
+const x = (a, b) => (a / b).toFixed(2).padStart(6);
 for (const r of rows) {
   console.log(
-    `${r.pair.padEnd(5)} ${f(r.native)} | ${f(r.nodeFast)} ${f(r.nodeFull)} | ${f(r.chromeFast)} ${f(r.chromeFull)} ${f(r.chromeWorker)} | ` +
-      `${(r.nodeFast / r.native).toFixed(2).padStart(8)} ${(r.chromeWorker / r.native).toFixed(2).padStart(8)} | ` +
+    `${r.pair.padEnd(5)} ${f(r.native)} | ${f(r.nodeFast)} ${f(r.nodeFull)} ${f(r.nodeInto)} | ${f(r.chromeFast)} ${f(r.chromeFull)} ${f(r.chromeWorker)} ${f(r.chromeInto)} | ` +
+      `${x(r.nodeFast, r.native)} ${x(r.nodeInto, r.native)} ${x(r.chromeWorker, r.native)} ${x(r.chromeInto, r.native)} | ` +
       `${f(r.workers1)} ${f(r.workers2)} ${(r.workers2 / r.workers1).toFixed(2).padStart(6)}x`,
   );
 }

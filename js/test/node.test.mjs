@@ -64,6 +64,29 @@ test('accepts bytes, an async reader and a fetch Response', async () => {
   }
 });
 
+test('into: the output lands in the caller\'s memory, one buffer or one per chunk', async () => {
+  const base = fs.readFileSync(BASE);
+  const delta = fs.readFileSync(DELTA);
+  const whole = new Uint8Array(45442040);
+  const views = [];
+  for await (const c of zipllm.rebuild({ base, delta, into: whole })) views.push(c);
+  assert.ok(views.every((v) => v.buffer === whole.buffer), 'the chunks are views of `into`');
+  assert.equal(crypto.createHash('sha256').update(whole).digest('hex'), FT_A_SHA256);
+
+  // Two buffers taking turns, as a writer to disk would use them.
+  const ring = [new Uint8Array(8 << 20), new Uint8Array(8 << 20)];
+  let turn = 0;
+  const sha = crypto.createHash('sha256');
+  const asked = [];
+  for await (const c of zipllm.rebuild({ base, delta, into: (offset, length) => (asked.push(offset), ring[turn++ % 2].subarray(0, length)) })) sha.update(c);
+  assert.equal(sha.digest('hex'), FT_A_SHA256);
+  assert.equal(asked[0], 0);
+
+  await expectCode(drain(zipllm.rebuild({ base, delta, into: new Uint8Array(1000) })), 'INVALID_INPUT');
+  await expectCode(drain(zipllm.rebuild({ base, delta, into: () => new Uint8Array(3) })), 'INVALID_INPUT');
+  assert.throws(() => zipllm.rebuild({ base, delta, into: 'nope' }), (e) => e.code === 'INVALID_INPUT');
+});
+
 test('output flows while the delta is still arriving', async () => {
   const baseBytes = new Uint8Array(fs.readFileSync(BASE));
   const deltaBytes = new Uint8Array(fs.readFileSync(DELTA));
