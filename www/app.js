@@ -13,7 +13,7 @@ function spawn() {
   worker.onmessage = ({ data }) => {
     const p = pending.get(data.id);
     if (!p) return;
-    if (data.progress) return p.onProgress?.(data.progress);
+    if (data.progress) return p.muted || p.onProgress?.(data.progress);
     pending.delete(data.id);
     if (data.error) p.reject(Object.assign(new Error(data.error.message), { code: data.error.code }));
     else p.resolve(data.result);
@@ -25,6 +25,12 @@ function spawn() {
       pending.set(id, { resolve, reject, onProgress });
       worker.postMessage({ id, op, args });
     });
+  /** Stops op `id` (a rebuild): its progress is ignored from now on, its promise rejects. */
+  call.abort = async (id) => {
+    const p = pending.get(id);
+    if (p) p.muted = true;
+    await call('abort', { target: id });
+  };
   return call;
 }
 // Two workers: one rebuilds while the other identifies the base, so neither waits on the other.
@@ -169,7 +175,10 @@ async function getModel(path) {
     const id = await identify('identify', { hub: HUB, path, catalog });
     t.identify = at();
     if (!id.best) {
-      if (guessed) await call('abort', { target: guessId });
+      if (guessed) {
+        await call.abort(guessId);
+        await guessed.catch(() => {});
+      }
       steps.fp(`no related base in the hub has a delta for it (${id.verdicts.map((v) => `${v.candidate}: ${v.verdict}`).join(', ')})`, 'bad');
       throw Object.assign(new Error('no base with a delta for this fine-tune'), { code: 'NO_BASE' });
     }
@@ -179,7 +188,7 @@ async function getModel(path) {
       r = await guessed;
     } else {
       if (guessed) {
-        await call('abort', { target: guessId });
+        await call.abort(guessId);
         await guessed.catch(() => {});
       }
       const b = catalog.files[id.best];

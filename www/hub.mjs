@@ -21,26 +21,33 @@ function link(from, to) {
   fs.mkdirSync(path.dirname(to), { recursive: true });
   try {
     if (fs.realpathSync(to) === fs.realpathSync(from)) return;
-    fs.rmSync(to);
   } catch {
-    // not there yet
+    // not there yet, or a dangling link
   }
+  fs.rmSync(to, { force: true });
   fs.symlinkSync(path.resolve(from), to);
 }
 
+/** Rebuilds `out` from `base` and `delta`, atomically: a failed rebuild leaves nothing. */
 async function rebuildTo(base, delta, out) {
   const tmp = `${out}.partial`;
-  const sink = fs.createWriteStream(tmp);
+  const file = await fs.promises.open(tmp, 'w');
   let summary;
-  const stream = zipllm.rebuild({
-    base: await fs.promises.readFile(base),
-    delta: await fs.promises.readFile(delta),
-    onProgress: (p) => (summary = p),
-  });
-  for await (const chunk of stream) if (!sink.write(chunk)) await new Promise((r) => sink.once('drain', r));
-  await new Promise((r, j) => sink.end((e) => (e ? j(e) : r())));
-  fs.renameSync(tmp, out);
-  return summary;
+  try {
+    const stream = zipllm.rebuild({
+      base: await fs.promises.readFile(base),
+      delta: await fs.promises.readFile(delta),
+      onProgress: (p) => (summary = p),
+    });
+    for await (const chunk of stream) await file.write(chunk);
+    await file.close();
+    fs.renameSync(tmp, out);
+    return summary;
+  } catch (e) {
+    await file.close().catch(() => {});
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
 }
 
 /**

@@ -189,13 +189,13 @@ const ops = {
    * faster than hashing in wasm) when the file fits in memory, else by zipllm as it streams.
    */
   async rebuild({ hub, path, base, catalog, id }, progress) {
-    await ready;
-    const entry = catalog.files[path];
-    const delta = entry.deltas[base];
     const abort = new AbortController();
-    const started = performance.now();
     running.set(id, abort);
+    const started = performance.now();
     try {
+      await ready;
+      const entry = catalog.files[path];
+      const delta = entry.deltas[base];
       const fetching = fetchOk(hub + delta.path, { cache: 'no-store', signal: abort.signal });
       fetching.catch(() => {});
       let source = inMemory.get(hub + base);
@@ -211,20 +211,26 @@ const ops = {
       let rebuilt = 0;
       let deltaDoneMs = 0;
       const report = (force) => progress({ phase: 'rebuild', downloaded, deltaSize: delta.size, rebuilt, size: entry.size }, force);
+      // Read the network as fast as it delivers, decoding or not (the delta is small next to
+      // the file; the default strategies would pull one chunk per decode step), counting bytes
+      // as they arrive.
+      const eager = { highWaterMark: 64 << 20, size: (chunk) => chunk.byteLength };
       const counted = response.body.pipeThrough(
-        new TransformStream({
-          transform(chunk, c) {
-            downloaded += chunk.length;
-            report(false);
-            c.enqueue(chunk);
+        new TransformStream(
+          {
+            transform(chunk, c) {
+              downloaded += chunk.length;
+              report(false);
+              c.enqueue(chunk);
+            },
+            flush() {
+              deltaDoneMs = performance.now() - started;
+            },
           },
-          flush() {
-            deltaDoneMs = performance.now() - started;
-          },
-        }),
-        // Read the network as fast as it delivers, decoding or not (the delta is small next
-        // to the file; the default strategy would pull one chunk per decode step).
-        { highWaterMark: 64 << 20, size: (chunk) => chunk.byteLength },
+          eager,
+          eager,
+        ),
+        { signal: abort.signal },
       );
       const assemble = entry.size <= ASSEMBLE;
       const parts = assemble ? new Uint8Array(entry.size) : [];
@@ -233,6 +239,7 @@ const ops = {
       // than a quarter of the rebuild in Chromium); a file longer than `parts` is an error.
       const stream = zipllm.rebuild({ base: source, baseSize: catalog.files[base].size, delta: counted, fullHash: !assemble, into: assemble ? parts : undefined, onProgress: (p) => (last = p) });
       for await (const chunk of stream) {
+        abort.signal.throwIfAborted();
         if (!assemble) parts.push(chunk);
         rebuilt += chunk.length;
         report(false);
@@ -248,6 +255,7 @@ const ops = {
       return { size: rebuilt, sha256, deltaBytes: downloaded, baseMs, headersMs, deltaDoneMs, rebuildMs: rebuiltAt - started, verifyMs, bytes: assemble ? parts : new Blob(parts) };
     } finally {
       running.delete(id);
+      abort.abort(); // stops the download if it is still going (an error, a discarded guess)
     }
   },
 

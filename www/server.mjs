@@ -4,6 +4,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import { parseRange } from './range.mjs';
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -17,27 +18,6 @@ const TYPES = {
 };
 
 const CHUNK = 64 * 1024;
-
-/** Parses a single-range `Range` header against a file of `size` bytes: `null` for none,
- *  `'invalid'` for one that cannot be satisfied, else `{ start, end }` (inclusive). */
-export function parseRange(header, size) {
-  if (!header) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return header.includes(',') ? null : 'invalid';
-  let start;
-  let end;
-  if (m[1] === '') {
-    const n = Number(m[2]);
-    if (n === 0) return 'invalid';
-    start = Math.max(0, size - n);
-    end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  }
-  if (start >= size || start > end) return 'invalid';
-  return { start, end };
-}
 
 /**
  * Serves `root`, with `mounts` mapping URL prefixes to other folders. `mbps` (MB/s, 0 for
@@ -102,6 +82,7 @@ export async function startServer({ root, mounts = {}, mbps = 0, port = 0, host 
     } catch {
       return res.writeHead(400).end();
     }
+    if (urlPath.includes('\0')) return res.writeHead(400).end();
     if (urlPath === '/__link') {
       if (req.method === 'PUT') link.mbps = Math.max(0, Number(url.searchParams.get('mbps')) || 0);
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });

@@ -86,7 +86,9 @@ test('GET rebuilds the file byte for byte, with its sha256 as ETag and a Content
   const again = await mf.dispatchFetch(`http://edge/${FT}`, { headers: { 'If-None-Match': r.headers.get('etag') } });
   assert.equal(again.status, 304);
   const head = await mf.dispatchFetch(`http://edge/${FT}`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
   assert.equal(head.headers.get('content-length'), String(ft.length));
+  assert.equal((await head.arrayBuffer()).byteLength, 0);
 });
 
 test('Range GETs answer 206 with the right bytes and Content-Range', async () => {
@@ -105,15 +107,36 @@ test('Range GETs answer 206 with the right bytes and Content-Range', async () =>
   assert.equal(r.status, 416);
   assert.equal(r.headers.get('content-range'), `bytes */${ft.length}`);
   await r.arrayBuffer();
+  // A range from a stale copy (If-Range with another ETag) or an invalid Range header gets the
+  // whole file, as RFC 9110 asks.
+  for (const headers of [{ Range: 'bytes=0-99', 'If-Range': '"stale"' }, { Range: 'bytes=99-0' }]) {
+    const whole = await mf.dispatchFetch(`http://edge/${FT}`, { headers });
+    assert.equal(whole.status, 200, JSON.stringify(headers));
+    assert.equal(sha256(Buffer.from(await whole.arrayBuffer())), catalog.files[FT].sha256);
+  }
+  const fresh = await mf.dispatchFetch(`http://edge/${FT}`, { headers: { Range: 'bytes=0-99', 'If-Range': `"${catalog.files[FT].sha256}"` } });
+  assert.equal(fresh.status, 206);
+  assert.ok(Buffer.from(await fresh.arrayBuffer()).equals(ft.subarray(0, 100)));
 });
 
-test('a base is served as stored, ranges too; an unknown file is a JSON 404', async () => {
-  const r = await mf.dispatchFetch(`http://edge/${BASE}`, { headers: { Range: 'bytes=0-7' } });
+test('a base is served as stored, ranges too; unknown files and bad paths are JSON errors', async () => {
+  const base = fs.readFileSync(path.join(hubDir, BASE));
+  const r = await mf.dispatchFetch(`http://edge/${BASE}`, { headers: { Range: 'bytes=8-15' } });
   assert.equal(r.status, 206);
-  assert.ok(Buffer.from(await r.arrayBuffer()).equals(fs.readFileSync(path.join(hubDir, BASE)).subarray(0, 8)));
-  const missing = await mf.dispatchFetch('http://edge/nope/model.safetensors');
-  assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error, 'NOT_FOUND');
+  assert.equal(r.headers.get('content-range'), `bytes 8-15/${base.length}`);
+  assert.equal(r.headers.get('content-length'), '8');
+  assert.ok(Buffer.from(await r.arrayBuffer()).equals(base.subarray(8, 16)));
+  const etag = `"${catalog.files[BASE].sha256}"`;
+  const cached = await mf.dispatchFetch(`http://edge/${BASE}`, { headers: { 'If-None-Match': etag } });
+  assert.equal(cached.status, 304);
+  const head = await mf.dispatchFetch(`http://edge/${BASE}`, { method: 'HEAD' });
+  assert.equal(head.headers.get('content-length'), String(base.length));
+  assert.equal(head.headers.get('etag'), etag);
+  for (const [p, status, error] of [['nope/model.safetensors', 404, 'NOT_FOUND'], ['__proto__', 404, 'NOT_FOUND'], ['%E0%A4%A', 400, 'BAD_PATH']]) {
+    const res = await mf.dispatchFetch(`http://edge/${p}`);
+    assert.equal(res.status, status, p);
+    assert.equal((await res.json()).error, error);
+  }
 });
 
 test('a wrong base is a 500 with a JSON body, for a full GET and a Range GET', async () => {
@@ -186,6 +209,15 @@ test('a model larger than an isolate (512 MiB) streams through with bounded memo
     }
     assert.equal(got, size);
     assert.equal(`"${sha.digest('hex')}"`, r.headers.get('etag'));
+    // A range across chunks from the origin binding too.
+    const at = 300 * 2 ** 20 + 12345;
+    const part = await edge.dispatchFetch('http://edge/synth/ft.safetensors', { headers: { Range: `bytes=${at}-${at + 9_999_999}` } });
+    assert.equal(part.status, 206);
+    const expected = Buffer.alloc(10_000_000);
+    const fd = fs.openSync(files.target, 'r');
+    fs.readSync(fd, expected, 0, expected.length, at);
+    fs.closeSync(fd);
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(expected));
     const { wasmMemoryBytes } = await (await edge.dispatchFetch('http://edge/__stats')).json();
     const mib = (n) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     console.log(`edge: ${mib(size)} served; peak wasm memory ${mib(wasmMemoryBytes)}; workerd (the whole runtime) RSS ${mib(idle)} idle, peak ${mib(rss('VmHWM'))}; ${origin.stats.requests} origin requests`);

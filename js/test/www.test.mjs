@@ -73,7 +73,7 @@ test('second visit: the cached base is used, nothing of it is downloaded again',
 test('a fresh profile with no base falls back to the hub: it matches remotely and downloads the base', { timeout: 300_000 }, async () => {
   const fresh = await browser.newContext();
   const page = await fresh.newPage();
-  // Skip the first-visit download by clearing the cache as soon as the page is ready.
+  // A device without the base: let the first visit finish, then forget everything it cached.
   await page.goto(`${site.url}/`);
   await page.waitForFunction(() => document.body.dataset.ready === 'true');
   await page.click('#clear');
