@@ -26,8 +26,11 @@ export async function visit(context, url) {
 
 /** Picks the fine-tune at `path`, waits for the rebuild and returns what the page shows. */
 export async function getModel(page, path) {
+  const idle = () => page.waitForFunction(() => !document.body.classList.contains('busy'), null, { timeout: 120_000 });
+  await idle();
   await page.click(`#finetunes li[data-path="${path}"] button.get`);
   await page.waitForFunction(() => ['done', 'failed'].includes(document.getElementById('result').dataset.state), null, { timeout: 120_000 });
+  await idle(); // the file is kept in the cache and the lists are refreshed
   return page.evaluate(() => ({
     state: document.getElementById('result').dataset.state,
     verdict: document.getElementById('verdict').textContent,
