@@ -261,7 +261,7 @@ async function main() {
     if (f.kind === 'base' && f.default && document.querySelector(`#bases li[data-path="${path}"]`).dataset.cached !== 'true') await downloadBase(path);
   }
   const cached = [...document.querySelectorAll('#bases li[data-cached="true"]')].map((li) => HUB + li.dataset.path);
-  await call('prepare', { bases: cached });
+  await Promise.all([call('prepare', { bases: cached }), identify('warmFamily', { url: cached[0] })]);
   document.body.dataset.ready = 'true';
 }
 

@@ -259,6 +259,18 @@ const ops = {
     }
   },
 
+  /** Gets ready to identify bases: runs the fingerprint and match code once on a cached base
+   *  (`url`), so that the first real identification runs optimized code (see warmUp). */
+  async warmFamily({ url }) {
+    await ready;
+    const hit = url && (await (await caches.open(BASES)).match(url));
+    if (!hit) return {};
+    const blob = await hit.blob();
+    const fp = await zipllm.fingerprint(blob);
+    for (let i = 0; i < 3; i++) await zipllm.matchFamily(fp, [blob]);
+    return {};
+  },
+
   /** Gets ready for a rebuild from `bases` (cached URLs): warms the codec, loads the bases. */
   async prepare({ bases }) {
     const t = performance.now();
