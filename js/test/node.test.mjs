@@ -28,6 +28,16 @@ async function drain(stream) {
   return { size, sha256: sha.digest('hex'), bytes: Buffer.concat(parts) };
 }
 
+/** The header region of a safetensors file describing `obj`. */
+function header(obj) {
+  let json = JSON.stringify(obj);
+  while (json.length % 8) json += ' ';
+  const out = new Uint8Array(8 + json.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(new TextEncoder().encode(json), 8);
+  return out;
+}
+
 async function expectCode(promise, code) {
   await assert.rejects(promise, (e) => {
     assert.ok(e instanceof Error, `not an Error: ${e}`);
@@ -196,14 +206,6 @@ test('verify, inspect, hashFile and hashTensors', async () => {
 });
 
 test('every word size and layout round-trips through the wasm kernels (SIMD and tails)', async () => {
-  const header = (obj) => {
-    let json = JSON.stringify(obj);
-    while (json.length % 8) json += ' ';
-    const out = new Uint8Array(8 + json.length);
-    new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-    out.set(new TextEncoder().encode(json), 8);
-    return out;
-  };
   let seed = 12345;
   const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
   for (const [dtype, Array_, scale] of [['BF16', Uint16Array, 1], ['F16', Uint16Array, 1], ['F32', Float32Array, 1], ['F64', Float64Array, 1]]) {
@@ -235,14 +237,6 @@ test('every word size and layout round-trips through the wasm kernels (SIMD and 
 });
 
 test('encode in wasm round-trips and is read by the same decoder', async () => {
-  const header = (obj) => {
-    let json = JSON.stringify(obj);
-    while (json.length % 8) json += ' ';
-    const out = new Uint8Array(8 + json.length);
-    new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-    out.set(new TextEncoder().encode(json), 8);
-    return out;
-  };
   const meta = { w: { dtype: 'BF16', shape: [4096], data_offsets: [0, 8192] } };
   const weights = crypto.randomBytes(8192);
   const tuned = Buffer.from(weights);
