@@ -75,7 +75,7 @@ pub fn rebuild_in_memory(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
                 })?;
                 machine.provide_base(bytes)?;
             }
-            Step::Output(bytes) => out.extend_from_slice(bytes),
+            Step::Output { bytes, .. } => out.extend_from_slice(bytes),
             Step::Done(_) => return Ok(out),
         }
     }

@@ -220,8 +220,9 @@ pub enum Step<'a> {
     NeedDelta,
     /// Answer with exactly these base bytes through [`Rebuilder::provide_base`].
     NeedBase(Range<u64>),
-    /// The next output bytes in file order, already verified; valid until the next call.
-    Output(&'a [u8]),
+    /// The next output bytes, already verified, and their offset in the file (in file order;
+    /// not contiguous for a machine rebuilding a part); valid until the next call.
+    Output { at: u64, bytes: &'a [u8] },
     /// Everything was written and the whole-file hashes matched.
     Done(Summary),
 }
@@ -266,6 +267,11 @@ pub struct Rebuilder {
     sha: sha2::Sha256,
     blake: blake3::Hasher,
     written: u64,
+    /// File offset of the bytes of the last [`Step::Output`].
+    out_offset: u64,
+    /// This machine decodes the chunks whose index is `part` modulo `parts`.
+    part: usize,
+    parts: usize,
     summary: Option<Summary>,
 }
 
@@ -290,8 +296,39 @@ impl Rebuilder {
             sha: sha2::Sha256::new(),
             blake: blake3::Hasher::new(),
             written: 0,
+            out_offset: 0,
+            part: 0,
+            parts: 1,
             summary: None,
         })
+    }
+
+    /// Makes this machine rebuild only part `part` of `parts`: the chunks whose index is `part`
+    /// modulo `parts` (part 0 also the header). `parts` machines fed the same delta (and their
+    /// own base readers) rebuild the file together, one core each; every chunk is still
+    /// checked. Must be called before the first poll, and not with the whole-file hashes,
+    /// which need every byte.
+    pub fn set_part(&mut self, part: usize, parts: usize) -> Result<()> {
+        if parts == 0 || part >= parts {
+            return Err(Error::invalid(format!(
+                "there is no part {part} of {parts}"
+            )));
+        }
+        if parts > 1 && self.verify_whole {
+            return Err(Error::invalid(
+                "a machine rebuilding part of the file cannot check the whole file's hashes",
+            ));
+        }
+        if !matches!(self.phase, Phase::Preamble) || self.input_offset > 0 {
+            return Err(Error::invalid("the part is set before the rebuild starts"));
+        }
+        self.part = part;
+        self.parts = parts;
+        Ok(())
+    }
+
+    fn selected(&self, chunk: usize) -> bool {
+        chunk % self.parts == self.part
     }
 
     /// The plan, once the manifest has been read.
@@ -386,7 +423,10 @@ impl Rebuilder {
         match r? {
             Some(Advance::NeedDelta) => Ok(Step::NeedDelta),
             Some(Advance::NeedBase(r)) => Ok(Step::NeedBase(r)),
-            Some(Advance::Output) => Ok(Step::Output(&self.out)),
+            Some(Advance::Output) => Ok(Step::Output {
+                at: self.out_offset,
+                bytes: &self.out,
+            }),
             None => Ok(Step::Done(self.summary.clone().unwrap_or_else(|| {
                 Summary {
                     size: self.written,
@@ -443,9 +483,13 @@ impl Rebuilder {
                         .as_ref()
                         .ok_or_else(|| Error::invalid("no plan"))?;
                     plan.check_base(self.base_len, &self.base_buf)?;
+                    self.phase = Phase::Header;
+                    if self.part != 0 {
+                        continue;
+                    }
                     self.out.clear();
                     self.out.extend_from_slice(&plan.manifest.header);
-                    self.phase = Phase::Header;
+                    self.out_offset = 0;
                     self.emit();
                     return Ok(Some(Advance::Output));
                 }
@@ -484,7 +528,13 @@ impl Rebuilder {
                     if !self.have(needed_end, &format!("chunk {index}"))? {
                         return Ok(Some(Advance::NeedDelta));
                     }
+                    if !self.selected(index) {
+                        self.retire(index);
+                        self.start_chunk(index + 1);
+                        continue;
+                    }
                     self.decode_current(index)?;
+                    self.out_offset = plan_chunk_start(&self.plan, index);
                     self.emit();
                     self.start_chunk(index + 1);
                     return Ok(Some(Advance::Output));
@@ -498,7 +548,9 @@ impl Rebuilder {
     fn start_chunk(&mut self, index: usize) {
         self.base_buf.clear();
         self.base_reads = match &self.plan {
-            Some(plan) if index < plan.manifest.chunks.len() => plan.manifest.base_reads(index),
+            Some(plan) if index < plan.manifest.chunks.len() && self.selected(index) => {
+                plan.manifest.base_reads(index)
+            }
             _ => Vec::new(),
         };
         self.phase = Phase::Chunk { index };
@@ -542,9 +594,23 @@ impl Rebuilder {
             &mut self.decoder,
         )?;
 
-        for (b, r) in &fresh {
-            if plan.last_use[*b as usize] as usize > index {
-                self.kept.insert(*b, self.input[r.clone()].to_vec());
+        self.retire(index);
+        Ok(())
+    }
+
+    /// After chunk `index` (decoded or skipped): keeps the blobs it read first that later
+    /// chunks use, drops those it used last, and consumes its input.
+    fn retire(&mut self, index: usize) {
+        let Some(plan) = self.plan.as_ref() else {
+            return;
+        };
+        let new = plan.new_blobs[index].clone();
+        for b in new.clone() {
+            if plan.last_use[b as usize] as usize > index {
+                let r = plan.blob_range(b);
+                let at =
+                    (r.start - self.input_offset) as usize..(r.end - self.input_offset) as usize;
+                self.kept.insert(b, self.input[at].to_vec());
             }
         }
         let dead: Vec<u32> = self
@@ -560,7 +626,6 @@ impl Rebuilder {
             let end = plan.blob_range(new.end - 1).end;
             self.consume_to(end);
         }
-        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -593,6 +658,11 @@ impl Rebuilder {
         self.phase = Phase::Finished;
         Ok(())
     }
+}
+
+fn plan_chunk_start(plan: &Option<Plan>, index: usize) -> u64 {
+    plan.as_ref()
+        .map_or(0, |p| p.manifest.chunks[index].out_start)
 }
 
 enum Advance {

@@ -64,6 +64,12 @@ export interface RebuildOptions {
    */
   into?: Uint8Array | ((offset: number, length: number) => Uint8Array);
   /**
+   * `[k, n]`: rebuild only part k of n — the 4 MiB chunks whose index is k modulo n (part 0
+   * also the header) — so n Web Workers fed the same delta rebuild the file together. Chunks
+   * come out with their file offsets (use `into`); needs `fullHash: false`.
+   */
+  part?: [number, number];
+  /**
    * Also hash the whole output (sha256, blake3) and compare with the delta's record (default
    * true). Every chunk is checked against its blake3 either way; the whole-file sha256 is what
    * ties the output to the hub's LFS oid independently of the delta's own checksums.
@@ -348,8 +354,6 @@ struct Run {
     delta: Sequential,
     progress: Option<Function>,
     into: Option<OutputInto>,
-    /// File offset of the next output byte.
-    out_at: u64,
     finished: bool,
 }
 
@@ -451,12 +455,11 @@ impl Run {
             let want = match self.machine.poll().map_err(|e| js_error(&e))? {
                 Step::NeedDelta => Want::Delta,
                 Step::NeedBase(r) => Want::Base(r),
-                Step::Output(bytes) => {
+                Step::Output { at, bytes } => {
                     let chunk = match &self.into {
-                        Some(into) => into.place(self.out_at, bytes)?,
+                        Some(into) => into.place(at, bytes)?,
                         None => Uint8Array::from(bytes),
                     };
-                    self.out_at += bytes.len() as u64;
                     Want::Out(chunk)
                 }
                 Step::Done(s) => Want::Done(s),
@@ -497,14 +500,24 @@ fn start_run(options: &JsValue) -> Result<Run, JsValue> {
             .map(|n| n as u64)
     });
     let into = OutputInto::from_js(field(options, "into")?)?;
-    let machine = Rebuilder::new(base_len, full_hash).map_err(|e| js_error(&e))?;
+    let mut machine = Rebuilder::new(base_len, full_hash).map_err(|e| js_error(&e))?;
+    let part = field(options, "part")?;
+    if !part.is_undefined() {
+        let pair = js_sys::Array::from(&part);
+        let (k, n) = (pair.get(0).as_f64(), pair.get(1).as_f64());
+        let (Some(k), Some(n), 2) = (k, n, pair.length()) else {
+            return Err(invalid("part must be [index, count]"));
+        };
+        machine
+            .set_part(k as usize, n as usize)
+            .map_err(|e| js_error(&e))?;
+    }
     Ok(Run {
         machine,
         base,
         delta,
         progress,
         into,
-        out_at: 0,
         finished: false,
     })
 }

@@ -152,7 +152,7 @@ fn stream_rebuild(base: &[u8], delta: &[u8], cuts: &[usize]) -> Vec<u8> {
             Step::NeedBase(r) => m
                 .provide_base(&base[r.start as usize..r.end as usize])
                 .unwrap(),
-            Step::Output(b) => out.extend_from_slice(b),
+            Step::Output { bytes, .. } => out.extend_from_slice(bytes),
             Step::Done(s) => {
                 assert_eq!(s.sha256, sha256_hex(&out));
                 return out;

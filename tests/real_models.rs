@@ -115,7 +115,7 @@ fn streaming_rebuild_with_small_feeds_matches() {
             Step::NeedBase(r) => machine
                 .provide_base(&base[r.start as usize..r.end as usize])
                 .unwrap(),
-            Step::Output(bytes) => {
+            Step::Output { bytes, .. } => {
                 sha.update(bytes);
             }
             Step::Done(s) => break s,
@@ -127,6 +127,70 @@ fn streaming_rebuild_with_small_feeds_matches() {
     assert!(
         peak_buffered < 3 << 20,
         "buffered {peak_buffered} delta bytes"
+    );
+}
+
+#[test]
+fn machines_rebuilding_parts_make_the_whole_file_together() {
+    let base = bf16_base();
+    let delta = std::fs::read(fixture("ft-a.bf16.zld")).unwrap();
+    for parts in [2usize, 3] {
+        let mut out = vec![0u8; 45_442_040];
+        let mut filled = vec![false; out.len()];
+        let mut base_read = 0u64;
+        for part in 0..parts {
+            let mut m = Rebuilder::new(Some(base.len() as u64), false).unwrap();
+            m.set_part(part, parts).unwrap();
+            m.push_delta(&delta);
+            m.end_delta();
+            loop {
+                match m.poll().unwrap() {
+                    Step::NeedDelta => unreachable!("the whole delta was given"),
+                    Step::NeedBase(r) => {
+                        base_read += r.end - r.start;
+                        m.provide_base(&base[r.start as usize..r.end as usize])
+                            .unwrap()
+                    }
+                    Step::Output { at, bytes } => {
+                        let at = at as usize;
+                        out[at..at + bytes.len()].copy_from_slice(bytes);
+                        assert!(
+                            filled[at..at + bytes.len()].iter().all(|f| !f),
+                            "bytes at {at} came twice"
+                        );
+                        filled[at..at + bytes.len()]
+                            .iter_mut()
+                            .for_each(|f| *f = true);
+                    }
+                    Step::Done(_) => break,
+                }
+            }
+        }
+        assert!(filled.iter().all(|f| *f), "{parts} parts left bytes out");
+        assert_eq!(sha256_hex(&out), FT_A_BF16_SHA256);
+        // Each part reads only the base bytes its chunks need: the base once in all
+        // (plus each part's header check).
+        assert!(
+            base_read < base.len() as u64 + parts as u64 * 20_000,
+            "{base_read} base bytes read"
+        );
+    }
+    // Parts and the whole-file hashes exclude each other; a part is set before the start.
+    let mut m = Rebuilder::new(None, true).unwrap();
+    assert_eq!(
+        m.set_part(1, 2).unwrap_err().code(),
+        ErrorCode::InvalidInput
+    );
+    let mut m = Rebuilder::new(None, false).unwrap();
+    assert_eq!(
+        m.set_part(2, 2).unwrap_err().code(),
+        ErrorCode::InvalidInput
+    );
+    m.push_delta(&delta[..100]);
+    let _ = m.poll();
+    assert_eq!(
+        m.set_part(0, 2).unwrap_err().code(),
+        ErrorCode::InvalidInput
     );
 }
 
@@ -324,7 +388,7 @@ fn a_corrupt_or_truncated_delta_leaves_no_output() {
                 Ok(Step::NeedBase(r)) => m
                     .provide_base(&base_bytes[r.start as usize..r.end as usize])
                     .unwrap(),
-                Ok(Step::Output(_)) => {}
+                Ok(Step::Output { .. }) => {}
                 Ok(other) => panic!("{what}: unexpected {other:?}"),
                 Err(e) => break e,
             }

@@ -56,7 +56,7 @@ fn streaming_machine_byte_by_byte() {
             zipllm::Step::NeedBase(r) => m
                 .provide_base(&BASE[r.start as usize..r.end as usize])
                 .unwrap(),
-            zipllm::Step::Output(b) => out.extend_from_slice(b),
+            zipllm::Step::Output { bytes, .. } => out.extend_from_slice(bytes),
             zipllm::Step::Done(_) => break,
         }
     }

@@ -1,6 +1,6 @@
 // Rebuild speed of the npm package next to the native CLI, measured in one run:
 // native (1 thread) vs wasm in Node and in headless Chromium (1 thread), with and without the
-// whole-file sha256, and Web Workers rebuilding ranges in parallel.
+// whole-file sha256, and Web Workers rebuilding parts of the file in parallel (rebuild({ part })).
 //
 //   node js/bench/bench.mjs [SHARED_DATA_DIR]
 //
@@ -68,8 +68,8 @@ try {
     const chromeFull = await page.evaluate(([b, d]) => window.bench.single(b, d, true, 5), args);
     const chromeWorker = await page.evaluate(([b, d]) => window.bench.singleWorker(b, d, false, 5), args);
     const chromeInto = await page.evaluate(([b, d]) => window.bench.singleWorker(b, d, false, 5, true), args);
-    const workers1 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 1, 3), args);
-    const workers2 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 2, 3), args);
+    const workers1 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 1, 5), args);
+    const workers2 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 2, 5), args);
     rows.push({ pair: p.name, native, nodeFast, nodeFull, nodeInto, chromeFast, chromeFull, chromeWorker, chromeInto, workers1, workers2 });
   }
 } finally {
@@ -78,10 +78,10 @@ try {
 }
 
 const f = (x) => x.toFixed(0).padStart(8);
-console.log('MB/s of rebuilt file, one thread unless said, best of 5 (3 for ranges); wasm: C zstd (clang) + SIMD128');
+console.log('MB/s of rebuilt file, one thread unless said, best of 5; wasm: C zstd (clang) + SIMD128');
 console.log('chrome = page main thread, -w = one Web Worker streaming the whole file; +sha = whole-file hashes too;');
 console.log('into = output into the caller\'s buffer (rebuild({ into })) instead of a new Uint8Array per chunk');
-console.log('pair  native-1t |     node node+sha node-into |   chrome chrome+sha chrome-w c-w-into | ratio to native: node node-into chrome-w c-w-into | ranges: 1 worker 2 workers speed-up');
+console.log('pair  native-1t |     node node+sha node-into |   chrome chrome+sha chrome-w c-w-into | ratio to native: node node-into chrome-w c-w-into | parts (rebuild({ part }), into): 1 worker 2 workers speed-up');
 const x = (a, b) => (a / b).toFixed(2).padStart(6);
 for (const r of rows) {
   console.log(

@@ -1,9 +1,10 @@
-// Benchmark worker: holds the base and delta, rebuilds the byte ranges it is asked for, or the
-// whole file through the streaming rebuild.
-import init, { describe, rebuild, rebuildRange } from '/pkg/web/zipllm.js';
+// Benchmark worker: holds the base and delta; rebuilds the whole file through the streaming
+// rebuild, or part k of n of it (every n-th chunk), into a buffer of its own.
+import init, { describe, rebuild } from '/pkg/web/zipllm.js';
 
 let base;
 let delta;
+let out;
 self.onmessage = async ({ data }) => {
   try {
     await init();
@@ -25,8 +26,10 @@ self.onmessage = async ({ data }) => {
       }
       return self.postMessage({ mbPerS: size / 1e3 / best });
     }
-    const bytes = await rebuildRange({ base, delta, start: data.start, end: data.end });
-    self.postMessage({ length: bytes.length });
+    out ??= new Uint8Array((await describe(delta)).targetSize);
+    let length = 0;
+    for await (const c of rebuild({ base, delta, fullHash: false, into: out, part: data.part })) length += c.length;
+    self.postMessage({ length });
   } catch (e) {
     self.postMessage({ error: `${e.code}: ${e.message}` });
   }

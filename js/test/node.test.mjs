@@ -97,6 +97,30 @@ test('into: the output lands in the caller\'s memory, one buffer or one per chun
   assert.throws(() => zipllm.rebuild({ base, delta, into: 'nope' }), (e) => e.code === 'INVALID_INPUT');
 });
 
+test('part: two rebuilds of half the chunks each make the file together', async () => {
+  const base = fs.readFileSync(BASE);
+  const delta = fs.readFileSync(DELTA);
+  const halves = [0, 1].map(async (k) => {
+    const into = new Uint8Array(45442040);
+    const ranges = [];
+    for await (const c of zipllm.rebuild({ base, delta: (await fs.openAsBlob(DELTA)).stream(), into, part: [k, 2], fullHash: false })) {
+      assert.equal(c.buffer, into.buffer);
+      ranges.push([c.byteOffset, c.byteOffset + c.length]);
+    }
+    return { into, ranges };
+  });
+  const [a, b] = await Promise.all(halves);
+  assert.ok(a.ranges.length > 1 && b.ranges.length > 1);
+  assert.equal(a.ranges[0][0], 0, 'part 0 has the header');
+  for (const [s, e] of b.ranges) a.into.set(b.into.subarray(s, e), s);
+  const covered = [...a.ranges, ...b.ranges].reduce((n, [s, e]) => n + e - s, 0);
+  assert.equal(covered, 45442040);
+  assert.equal(crypto.createHash('sha256').update(a.into).digest('hex'), FT_A_SHA256);
+  assert.throws(() => zipllm.rebuild({ base, delta, part: [0, 2] }), (e) => e.code === 'INVALID_INPUT', 'a part cannot check the whole file');
+  assert.throws(() => zipllm.rebuild({ base, delta, part: [2, 2], fullHash: false }), (e) => e.code === 'INVALID_INPUT');
+  assert.throws(() => zipllm.rebuild({ base, delta, part: 'half', fullHash: false }), (e) => e.code === 'INVALID_INPUT');
+});
+
 test('output flows while the delta is still arriving', async () => {
   const baseBytes = new Uint8Array(fs.readFileSync(BASE));
   const deltaBytes = new Uint8Array(fs.readFileSync(DELTA));
