@@ -18,7 +18,7 @@ export async function visit(context, url) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e));
   await page.goto(url);
-  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000, polling: 100 });
   const ready = await page.evaluate(() => document.body.dataset.ready);
   if (ready !== 'true') throw new Error(`the demo did not start: ${await page.textContent('body')}`);
   return page;
@@ -26,10 +26,10 @@ export async function visit(context, url) {
 
 /** Picks the fine-tune at `path`, waits for the rebuild and returns what the page shows. */
 export async function getModel(page, path) {
-  const idle = () => page.waitForFunction(() => !document.body.classList.contains('busy'), null, { timeout: 120_000 });
+  const idle = () => page.waitForFunction(() => !document.body.classList.contains('busy'), null, { timeout: 120_000, polling: 100 });
   await idle();
   await page.click(`#finetunes li[data-path="${path}"] button.get`);
-  await page.waitForFunction(() => ['done', 'failed'].includes(document.getElementById('result').dataset.state), null, { timeout: 120_000 });
+  await page.waitForFunction(() => ['done', 'failed'].includes(document.getElementById('result').dataset.state), null, { timeout: 120_000, polling: 100 });
   await idle(); // the file is kept in the cache and the lists are refreshed
   return page.evaluate(() => ({
     state: document.getElementById('result').dataset.state,
@@ -49,7 +49,7 @@ export async function getModel(page, path) {
 export async function timeFullDownload(page) {
   const runs = await page.evaluate(() => Number(document.getElementById('compare').dataset.runs || 0));
   await page.click('#compare');
-  await page.waitForFunction((n) => Number(document.getElementById('compare').dataset.runs || 0) > n, runs, { timeout: 120_000 });
+  await page.waitForFunction((n) => Number(document.getElementById('compare').dataset.runs || 0) > n, runs, { timeout: 120_000, polling: 100 });
   return page.evaluate(() => {
     const d = document.getElementById('chart-time').dataset;
     return { fullMs: Number(d.fullMs), ratio: Number(d.ratio) };
