@@ -257,6 +257,13 @@ async function serve(request, env) {
   };
   try {
     const info = await describe(deltaReader);
+    if (!Object.hasOwn(catalog.files, baseKey)) {
+      throw Object.assign(new Error(`the catalog lists ${delta.path} against ${baseKey} but not ${baseKey} itself`), { code: 'CONFIG' });
+    }
+    const baseSize = catalog.files[baseKey].size;
+    if (baseSize !== info.baseSize) {
+      throw Object.assign(new Error(`${delta.path} was made against a base of ${info.baseSize} bytes; ${baseKey} has ${baseSize}`), { code: 'WRONG_BASE' });
+    }
     const n = negotiate(request, info.targetSize, info.targetSha256);
     if (n instanceof Response) {
       release();
