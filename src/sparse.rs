@@ -273,6 +273,41 @@ const fn shuffle32_table() -> [[u8; 16]; 16] {
     t
 }
 
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+/// What [`operands`] gives: the planes' bytes, the base bytes and the output bytes of a group.
+type Operands<'p, 'b, 'o, const N: usize> = ([&'p [u8]; N], &'b [u8], &'o mut [u8]);
+
+/// The operands of mask group `g` for words of `N` bytes: the next 8 bytes of each plane from
+/// non-zero word `j`, and the group's `8 * N` base and output bytes; `None` past the end of any.
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn operands<'p, 'b, 'o, const N: usize>(
+    planes: [&'p [u8]; N],
+    j: usize,
+    g: usize,
+    base: &'b [u8],
+    out: &'o mut [u8],
+) -> Option<Operands<'p, 'b, 'o, N>> {
+    let io = 8 * N * g..8 * N * (g + 1);
+    let mut at = [&[][..]; N];
+    for (slot, plane) in at.iter_mut().zip(planes) {
+        *slot = plane.get(j..j + 8)?;
+    }
+    Some((at, base.get(io.clone())?, out.get_mut(io)?))
+}
+
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
     use std::arch::wasm32::*;
@@ -293,13 +328,7 @@ mod simd128 {
         let one = u16x8_splat(1);
         let sign = u16x8_splat(0x8000);
         for (g, &m) in mask.iter().enumerate() {
-            let at = 16 * g..16 * g + 16;
-            let (Some(l), Some(h), Some(b), Some(dst)) = (
-                lo.get(*j..*j + 8),
-                hi.get(*j..*j + 8),
-                base.get(at.clone()),
-                out.get_mut(at),
-            ) else {
+            let Some(([l, h], b, dst)) = super::operands([lo, hi], *j, g, base, out) else {
                 return g;
             };
             // SAFETY: every slice above is exactly as long as the load or store made from it.
@@ -357,16 +386,9 @@ mod simd128 {
             }
         };
         for (g, &m) in mask.iter().enumerate() {
-            let at = *j..*j + 8;
-            let io = 32 * g..32 * g + 32;
-            let (Some(a), Some(bb), Some(c), Some(d), Some(src), Some(dst)) = (
-                p0.get(at.clone()),
-                p1.get(at.clone()),
-                p2.get(at.clone()),
-                p3.get(at),
-                base.get(io.clone()),
-                out.get_mut(io),
-            ) else {
+            let Some(([a, bb, c, d], src, dst)) =
+                super::operands([p0, p1, p2, p3], *j, g, base, out)
+            else {
                 return g;
             };
             // SAFETY: plane slices are 8 bytes, `src` and `dst` 32; unaligned loads and stores
@@ -476,13 +498,7 @@ mod x86 {
         let sign = _mm_set1_epi16(i16::MIN);
         let ones = _mm_set1_epi16(-1);
         for (g, &m) in mask.iter().enumerate() {
-            let at = 16 * g..16 * g + 16;
-            let (Some(l), Some(h), Some(b), Some(dst)) = (
-                lo.get(*j..*j + 8),
-                hi.get(*j..*j + 8),
-                base.get(at.clone()),
-                out.get_mut(at),
-            ) else {
+            let Some(([l, h], b, dst)) = super::operands([lo, hi], *j, g, base, out) else {
                 return g;
             };
             // SAFETY: every slice above is exactly as long as the load or store made from it.
@@ -551,16 +567,9 @@ mod x86 {
             }
         };
         for (g, &m) in mask.iter().enumerate() {
-            let at = *j..*j + 8;
-            let io = 32 * g..32 * g + 32;
-            let (Some(a), Some(bb), Some(c), Some(d), Some(src), Some(dst)) = (
-                p0.get(at.clone()),
-                p1.get(at.clone()),
-                p2.get(at.clone()),
-                p3.get(at),
-                base.get(io.clone()),
-                out.get_mut(io),
-            ) else {
+            let Some(([a, bb, c, d], src, dst)) =
+                super::operands([p0, p1, p2, p3], *j, g, base, out)
+            else {
                 return g;
             };
             // SAFETY: plane slices are 8 bytes, `src` and `dst` 32; unaligned loads and stores
