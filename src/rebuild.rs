@@ -319,7 +319,7 @@ impl Rebuilder {
                 "a machine rebuilding part of the file cannot check the whole file's hashes",
             ));
         }
-        if !matches!(self.phase, Phase::Preamble) || self.input_offset > 0 {
+        if !matches!(self.phase, Phase::Preamble) {
             return Err(Error::invalid("the part is set before the rebuild starts"));
         }
         self.part = part;
@@ -519,6 +519,7 @@ impl Rebuilder {
                     if let Some(r) = self.base_reads.first() {
                         return Ok(Some(Advance::NeedBase(r.clone())));
                     }
+                    let out_start = plan.manifest.chunks[index].out_start;
                     let new = plan.new_blobs[index].clone();
                     let needed_end = if new.is_empty() {
                         self.input_offset
@@ -534,7 +535,7 @@ impl Rebuilder {
                         continue;
                     }
                     self.decode_current(index)?;
-                    self.out_offset = plan_chunk_start(&self.plan, index);
+                    self.out_offset = out_start;
                     self.emit();
                     self.start_chunk(index + 1);
                     return Ok(Some(Advance::Output));
@@ -658,11 +659,6 @@ impl Rebuilder {
         self.phase = Phase::Finished;
         Ok(())
     }
-}
-
-fn plan_chunk_start(plan: &Option<Plan>, index: usize) -> u64 {
-    plan.as_ref()
-        .map_or(0, |p| p.manifest.chunks[index].out_start)
 }
 
 enum Advance {
