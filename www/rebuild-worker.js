@@ -125,9 +125,12 @@ async function warmUp() {
 /** Bases held in memory, by URL. */
 const inMemory = new Map();
 
-/** A cached base as the rebuild reads it: in memory when small enough, else a Blob read ahead. */
-async function baseSource(hit, url) {
+/** The cached base at `url` as the rebuild reads it: in memory when small enough, else a Blob
+ *  read ahead. */
+async function baseSource(url) {
   if (inMemory.has(url)) return inMemory.get(url);
+  const hit = await (await caches.open(BASES)).match(url);
+  if (!hit) throw Object.assign(new Error(`${url} is not cached`), { code: 'INVALID_INPUT' });
   const blob = await hit.blob();
   if (blob.size > IN_MEMORY) return readAhead(blob);
   const bytes = new Uint8Array(await blob.arrayBuffer());
@@ -198,15 +201,8 @@ const ops = {
       const delta = entry.deltas[base];
       const fetching = fetchOk(hub + delta.path, { cache: 'no-store', signal: abort.signal });
       fetching.catch(() => {});
-      let source = inMemory.get(hub + base);
-      if (!source) {
-        const hit = await (await caches.open(BASES)).match(hub + base);
-        if (!hit) throw Object.assign(new Error(`${base} is not cached`), { code: 'INVALID_INPUT' });
-        source = await baseSource(hit, hub + base);
-      }
-      const baseMs = performance.now() - started;
+      const source = await baseSource(hub + base);
       const response = await fetching;
-      const headersMs = performance.now() - started;
       let downloaded = 0;
       let rebuilt = 0;
       let deltaDoneMs = 0;
@@ -252,7 +248,7 @@ const ops = {
         throw Object.assign(new Error(`rebuilt ${rebuilt} bytes with sha256 ${sha256}; the hub lists ${entry.size} bytes, ${entry.sha256}`), { code: 'CORRUPT_DELTA' });
       }
       // The bytes go to the page without a copy (transferred); it keeps them in the cache.
-      return { size: rebuilt, sha256, deltaBytes: downloaded, baseMs, headersMs, deltaDoneMs, rebuildMs: rebuiltAt - started, verifyMs, bytes: assemble ? parts : new Blob(parts) };
+      return { size: rebuilt, sha256, deltaBytes: downloaded, deltaDoneMs, rebuildMs: rebuiltAt - started, verifyMs, bytes: assemble ? parts : new Blob(parts) };
     } finally {
       running.delete(id);
       abort.abort(); // stops the download if it is still going (an error, a discarded guess)
@@ -275,11 +271,7 @@ const ops = {
   async prepare({ bases }) {
     const t = performance.now();
     await warmUp();
-    const cache = await caches.open(BASES);
-    for (const url of bases) {
-      const hit = await cache.match(url);
-      if (hit) await baseSource(hit, url);
-    }
+    for (const url of bases) await baseSource(url);
     return { ms: performance.now() - t };
   },
 
@@ -287,12 +279,6 @@ const ops = {
   async abort({ target }) {
     running.get(target)?.abort();
     return {};
-  },
-
-  /** A model kept from an earlier visit. */
-  async cached({ url }) {
-    const hit = await (await caches.open(MODELS)).match(url);
-    return hit ? { file: await hit.blob(), sha256: hit.headers.get('x-sha256') } : null;
   },
 
   /** Times the plain download of a whole file, checked against the hub's sha256 as the delta
