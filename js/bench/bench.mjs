@@ -10,9 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import * as zipllm from 'zipllm';
 import { startServer } from '../../www/server.mjs';
+import { launch } from '../../www/e2e.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
@@ -46,10 +46,7 @@ async function nodeRebuild(base, delta, fullHash, into, runs = 5) {
 
 // The repository at /, any absolute path under /abs/ (the bench's files live outside it).
 const site = await startServer({ root, mounts: { '/abs/': '/' } });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const rows = [];
 try {
   const page = await browser.newPage();

@@ -2,28 +2,22 @@
 // a page importing zipllm/web without a bundler, and a Web Worker.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { startServer } from '../../www/server.mjs';
+import { launch } from '../../www/e2e.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
 const FT_A_SHA256 = 'f2f2f85cabf465c4a0adc9481a6b0b732bd5128a58f745ff5b04a6061192a5b3';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 let browser;
 let page;
 let site;
 
 before(async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/setup-system.sh installs it`);
   site = await startServer({ root, mounts: { '/models/': models } });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launch();
   page = await browser.newPage();
   page.on('pageerror', (e) => console.error('page error:', e));
   await page.goto(`${site.url}/js/test/browser/page.html`);
