@@ -9,11 +9,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { buildHub } from '../../www/hub.mjs';
 import { startServer } from '../../www/server.mjs';
+import { syntheticPair } from './synthetic-pair.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FT = 'ft-a/model.bf16.safetensors';
@@ -196,14 +196,7 @@ test('a delta corrupted past the first chunk aborts the response: never a comple
 });
 
 test('a model larger than an isolate (512 MiB) streams through with bounded memory', { timeout: 10 * 60 * 1000 }, async () => {
-  const dir = path.join(root, '.cache/big-edge');
-  const files = { base: path.join(dir, 'base.safetensors'), delta: path.join(dir, 'delta.zld'), target: path.join(dir, 'target.safetensors') };
-  if (!fs.existsSync(files.delta)) {
-    fs.mkdirSync(dir, { recursive: true });
-    const run = (cmd, args) => assert.equal(spawnSync(cmd, args, { cwd: root, stdio: 'inherit' }).status, 0);
-    run('cargo', ['run', '--quiet', '--release', '--example', 'synth_model', '--', files.base, files.target, '0.5']);
-    run(path.join(root, 'target/release/zipllm'), ['encode', '--base', files.base, '--target', files.target, '-o', files.delta]);
-  }
+  const files = syntheticPair(path.join(root, '.cache/big-edge'), 0.5, { keepTarget: true });
   const want = crypto.createHash('sha256');
   for await (const c of fs.createReadStream(files.target, { highWaterMark: 1 << 20 })) want.update(c);
   const size = fs.statSync(files.target).size;

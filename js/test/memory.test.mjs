@@ -7,32 +7,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as zipllm from 'zipllm';
+import { syntheticPair } from './synthetic-pair.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = process.env.ZIPLLM_BIG_DIR || path.join(root, '.cache/big');
-const BASE = path.join(dir, 'base.safetensors');
-const DELTA = path.join(dir, 'delta.zld');
 const LIMIT = 64 * 1024 * 1024;
 
-function run(cmd, args) {
-  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
-  assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed`);
-}
-
-function ensurePair() {
-  if (fs.existsSync(BASE) && fs.existsSync(DELTA)) return;
-  fs.mkdirSync(dir, { recursive: true });
-  const target = path.join(dir, 'target.safetensors');
-  run('cargo', ['run', '--quiet', '--release', '--example', 'synth_model', '--', BASE, target, '5.05']);
-  run(path.join(root, 'target/release/zipllm'), ['encode', '--base', BASE, '--target', target, '-o', DELTA]);
-  fs.rmSync(target);
-}
-
 test('rebuilding a 5 GiB model keeps wasm memory under 64 MiB', { timeout: 15 * 60 * 1000 }, async () => {
-  ensurePair();
+  const { base: BASE, delta: DELTA } = syntheticPair(dir, 5.05, { keepTarget: false });
   // A reader over a file handle (Node 20's fs.openAsBlob truncates sizes past 4 GiB).
   const handle = await fs.promises.open(BASE);
   const base = async (offset, length) => {
