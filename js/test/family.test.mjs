@@ -8,58 +8,35 @@ import path from 'node:path';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import * as zipllm from 'zipllm';
+import { buildHub } from '../../www/hub.mjs';
+import { startServer } from '../../www/server.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
 const BASE_BF16 = path.join(models, 'base/model.bf16.safetensors');
 const BASE_FP32 = path.join(models, 'base/model.safetensors');
-const DELTA = path.join(root, 'tests/fixtures/ft-a.bf16.zld');
 
-let server;
-let url;
-let served = 0;
-let requests = 0;
+let site;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zipllm-family-'));
-const FT_A = path.join(tmp, 'ft-a.bf16.safetensors');
-
-/** A static file server with single-range support, counting body bytes sent. */
-function serve(files) {
-  return http.createServer((req, res) => {
-    const file = files[req.url];
-    if (!file) return res.writeHead(404).end();
-    const size = fs.statSync(file).size;
-    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range || '');
-    requests++;
-    if (!m) {
-      res.writeHead(200, { 'content-length': size });
-      const s = fs.createReadStream(file);
-      s.on('data', (c) => (served += c.length));
-      return s.pipe(res);
-    }
-    const start = Number(m[1]);
-    const end = Math.min(Number(m[2]), size - 1);
-    res.writeHead(206, { 'content-range': `bytes ${start}-${end}/${size}`, 'content-length': end - start + 1 });
-    const s = fs.createReadStream(file, { start, end });
-    s.on('data', (c) => (served += c.length));
-    s.pipe(res);
-  });
-}
+const FT_A = path.join(tmp, 'ft-a/model.bf16.safetensors');
 
 before(async () => {
-  // ft-a (bf16), rebuilt from the committed delta.
-  const out = fs.createWriteStream(FT_A);
-  const base = await fs.openAsBlob(BASE_BF16);
-  for await (const c of zipllm.rebuild({ base, delta: (await fs.openAsBlob(DELTA)).stream() })) out.write(c);
-  await new Promise((r) => out.end(r));
-  server = serve({ '/ft-a/model.bf16.safetensors': FT_A, '/base/model.safetensors': BASE_FP32 });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  url = `http://127.0.0.1:${server.address().port}`;
+  // A hub with ft-a (bf16), rebuilt from the committed delta, on a server counting what it sends.
+  await buildHub({ hubDir: tmp, models });
+  site = await startServer({ root: tmp });
 });
 
 after(() => {
-  server?.close();
+  site?.server.close();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
+
+/** Starts counting the bytes and requests the server answers; returns the counters. */
+function count() {
+  site.stats.bytes = 0;
+  site.stats.requests = 0;
+  return site.stats;
+}
 
 function randomInit(baseBytes) {
   // Same header, weights ~ N(0, 0.02) in bf16: an unrelated model of the same architecture.
@@ -81,15 +58,14 @@ function randomInit(baseBytes) {
 }
 
 test('fingerprintRemote reads at most 1% and 2 MiB, and matchFamily picks the base', async () => {
-  served = 0;
-  requests = 0;
+  const stats = count();
   const size = fs.statSync(FT_A).size;
-  const fp = await zipllm.fingerprintRemote(`${url}/ft-a/model.bf16.safetensors`);
-  assert.ok(served <= size / 100, `served ${served} of ${size}`);
-  assert.ok(served <= 2 * 1024 * 1024);
-  assert.equal(served, fp.bytes_read);
-  assert.ok(requests < 150, `${requests} requests`);
-  console.log(`fingerprintRemote: ${served} bytes in ${requests} requests`);
+  const fp = await zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`);
+  assert.ok(stats.bytes <= size / 100, `served ${stats.bytes} of ${size}`);
+  assert.ok(stats.bytes <= 2 * 1024 * 1024);
+  assert.equal(stats.bytes, fp.bytes_read);
+  assert.ok(stats.requests < 150, `${stats.requests} requests`);
+  console.log(`fingerprintRemote: ${stats.bytes} bytes in ${stats.requests} requests`);
   assert.equal(fp.tensors.length, 104);
   assert.ok(fp.samples[0].bytes instanceof Uint8Array);
 
@@ -114,16 +90,15 @@ test('fingerprintRemote reads at most 1% and 2 MiB, and matchFamily picks the ba
 });
 
 test('fingerprintRemote with a smaller budget reads less, in fewer requests, and still matches', async () => {
-  served = 0;
-  requests = 0;
-  const fp = await zipllm.fingerprintRemote(`${url}/ft-a/model.bf16.safetensors`, { maxBytes: 64 * 1024, concurrency: 4 });
-  assert.ok(served <= 64 * 1024, `served ${served}`);
-  assert.equal(served, fp.bytes_read);
-  assert.ok(requests <= 16, `${requests} requests`);
+  const stats = count();
+  const fp = await zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`, { maxBytes: 64 * 1024, concurrency: 4 });
+  assert.ok(stats.bytes <= 64 * 1024, `served ${stats.bytes}`);
+  assert.equal(stats.bytes, fp.bytes_read);
+  assert.ok(stats.requests <= 16, `${stats.requests} requests`);
   const [best] = await zipllm.matchFamily(fp, [{ name: 'minilm-bf16', source: await fs.openAsBlob(BASE_BF16) }, { name: 'random-init', source: randomInit(fs.readFileSync(BASE_BF16)) }]);
   assert.equal(best.candidate, 'minilm-bf16');
   assert.equal(best.verdict, 'related');
-  await assert.rejects(zipllm.fingerprintRemote(`${url}/ft-a/model.bf16.safetensors`, { maxBytes: -1 }), (e) => e.code === 'INVALID_INPUT');
+  await assert.rejects(zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`, { maxBytes: -1 }), (e) => e.code === 'INVALID_INPUT');
 });
 
 test('fingerprintRemote refuses a server without Range support', async () => {
@@ -135,7 +110,7 @@ test('fingerprintRemote refuses a server without Range support', async () => {
 
 test('local fingerprint matches the remote one', async () => {
   const local = await zipllm.fingerprint(await fs.openAsBlob(FT_A));
-  const remote = await zipllm.fingerprintRemote(`${url}/ft-a/model.bf16.safetensors`);
+  const remote = await zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`);
   assert.equal(local.arch, remote.arch);
   const v = await zipllm.matchFamily(local, [await fs.openAsBlob(BASE_BF16)]);
   assert.equal(v[0].verdict, 'related');
