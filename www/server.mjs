@@ -25,7 +25,7 @@ const CHUNK = 64 * 1024;
  * read with `GET /__link`. Returns { server, url, stats, link }.
  */
 export async function startServer({ root, mounts = {}, mbps = 0, port = 0, host = '127.0.0.1' }) {
-  const stats = { bytes: 0, requests: 0, byPath: {}, requestsByPath: {} };
+  const stats = { bytes: 0, requests: 0, byPath: {} };
   const link = { mbps, freeAt: 0 };
   const dirs = [root, ...Object.values(mounts)].map((d) => path.resolve(d));
   const resolveFile = (urlPath) => {
@@ -99,7 +99,6 @@ export async function startServer({ root, mounts = {}, mbps = 0, port = 0, host 
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) return res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       stats.requests++;
-      stats.requestsByPath[urlPath] = (stats.requestsByPath[urlPath] || 0) + 1;
       const headers = {
         'content-type': TYPES[path.extname(file)] || 'application/octet-stream',
         'accept-ranges': 'bytes',
