@@ -18,12 +18,12 @@ function spawn() {
     if (data.error) p.reject(Object.assign(new Error(data.error.message), { code: data.error.code }));
     else p.resolve(data.result);
   };
-  const call = (op, args = {}, onProgress) =>
+  const call = (op, args = {}, onProgress, transfer = []) =>
     new Promise((resolve, reject) => {
       const id = nextId++;
       call.lastId = id;
       pending.set(id, { resolve, reject, onProgress });
-      worker.postMessage({ id, op, args });
+      worker.postMessage({ id, op, args }, transfer);
     });
   /** Stops op `id` (a rebuild): its progress is ignored from now on, its promise rejects. */
   call.abort = async (id) => {
@@ -33,11 +33,27 @@ function spawn() {
   };
   return call;
 }
-// Two workers: one rebuilds while the other identifies the base, so neither waits on the other.
+// Two workers: one rebuilds while the other identifies the base, so neither waits on the other;
+// a third only downloads deltas for the first (see net-worker.js).
 const call = spawn();
 const identify = spawn();
+const net = new Worker(new URL('net-worker.js', import.meta.url));
 // For tests and the console.
-window.zipllmDemo = { call, identify };
+window.zipllmDemo = { call, identify, rebuildModel: (...args) => rebuildModel(...args) };
+
+/**
+ * Gets fine-tune `path` as its delta against the cached base `base`: the network worker
+ * downloads the delta and hands it straight to the rebuild worker (a MessageChannel between
+ * them), which rebuilds the file and checks the hub's sha256 (both as `hub` lists them).
+ * Returns { result: Promise, abort() }.
+ */
+function rebuildModel(path, base, onProgress, hub = catalog) {
+  const { port1, port2 } = new MessageChannel();
+  net.postMessage({ url: HUB + hub.files[path].deltas[base].path, port: port1 }, [port1]);
+  const result = call('rebuild', { hub: HUB, path, base, catalog: hub, delta: port2 }, onProgress, [port2]);
+  const id = call.lastId;
+  return { result, abort: () => call.abort(id) };
+}
 
 const mb = (n) => `${(n / 1e6).toFixed(n < 1e7 ? 2 : 1)} MB`;
 const ms = (t) => (t < 1000 ? `${t.toFixed(0)} ms` : `${(t / 1000).toFixed(2)} s`);
@@ -165,19 +181,17 @@ async function getModel(path) {
     const guess = cachedBases.find((b) => f.deltas[b]);
     const t = {};
     let guessed = null;
-    let guessId;
     if (guess) {
-      guessed = call('rebuild', { hub: HUB, path, base: guess, catalog }, onProgress);
-      guessId = call.lastId;
-      guessed.then(() => (t.rebuild = at()), () => {});
+      guessed = rebuildModel(path, guess, onProgress);
+      guessed.result.then(() => (t.rebuild = at()), () => {});
     }
     steps.fp = step('fingerprinting the fine-tune on the hub and matching it against the bases');
     const id = await identify('identify', { hub: HUB, path, catalog });
     t.identify = at();
     if (!id.best) {
       if (guessed) {
-        await call.abort(guessId);
-        await guessed.catch(() => {});
+        await guessed.abort();
+        await guessed.result.catch(() => {});
       }
       steps.fp(`no related base in the hub has a delta for it (${id.verdicts.map((v) => `${v.candidate}: ${v.verdict}`).join(', ')})`, 'bad');
       throw Object.assign(new Error('no base with a delta for this fine-tune'), { code: 'NO_BASE' });
@@ -185,16 +199,16 @@ async function getModel(path) {
     let r;
     let baseDownloaded = 0;
     if (id.best === guess) {
-      r = await guessed;
+      r = await guessed.result;
     } else {
       if (guessed) {
-        await call.abort(guessId);
-        await guessed.catch(() => {});
+        await guessed.abort();
+        await guessed.result.catch(() => {});
       }
       const b = catalog.files[id.best];
       baseDownloaded = (await call('ensureBase', { url: HUB + id.best, size: b.size, sha256: b.sha256 }, onProgress)).downloaded;
       t.base = at();
-      r = await call('rebuild', { hub: HUB, path, base: id.best, catalog }, onProgress);
+      r = await rebuildModel(path, id.best, onProgress).result;
       t.rebuild = at();
     }
     const timeToModel = at();
@@ -224,6 +238,8 @@ async function getModel(path) {
     $('verdict').textContent = `✗ ${e.code ? `${e.code}: ` : ''}${e.message}`;
     $('result').dataset.state = 'failed';
   } finally {
+    // The next rebuild's output buffer, made now rather than on its clock.
+    await call('refill').catch(() => {});
     state.busy = false;
     document.body.classList.remove('busy');
   }
@@ -261,7 +277,8 @@ async function main() {
     if (f.kind === 'base' && f.default && document.querySelector(`#bases li[data-path="${path}"]`).dataset.cached !== 'true') await downloadBase(path);
   }
   const cached = [...document.querySelectorAll('#bases li[data-cached="true"]')].map((li) => HUB + li.dataset.path);
-  await Promise.all([call('prepare', { bases: cached }), identify('warmFamily', { url: cached[0] })]);
+  const outputSize = Math.max(0, ...Object.values(catalog.files).map((f) => (f.kind === 'fine-tune' ? f.size : 0)));
+  await Promise.all([call('prepare', { bases: cached, outputSize }), identify('warmFamily', { url: cached[0] })]);
   document.body.dataset.ready = 'true';
 }
 

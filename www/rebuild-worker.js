@@ -140,6 +140,51 @@ async function baseSource(url) {
 
 const running = new Map();
 
+/** The delta the network worker is downloading, as a stream read over `port` (see
+ *  net-worker.js): each read gets everything that arrived since the last one. */
+function deltaFrom(port) {
+  let answer = () => {};
+  port.onmessage = ({ data }) => answer(data);
+  return new ReadableStream(
+    {
+      async pull(c) {
+        const data = await new Promise((resolve) => {
+          answer = resolve;
+          port.postMessage('pull');
+        });
+        if (data.bytes) return c.enqueue(data.bytes);
+        port.close();
+        if (data.end) c.close();
+        else c.error(Object.assign(new Error(data.error.message), { code: data.error.code }));
+      },
+      cancel() {
+        port.postMessage('cancel');
+        port.close();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/**
+ * The output buffer of the next rebuild, written through once so that its pages are mapped:
+ * a fresh 45 MB buffer costs a rebuild some 30 ms of page faults. A rebuild takes it (and
+ * hands it to the page); the page has the next made (op `refill`) once it is done with the
+ * file, while nothing waits.
+ */
+const spare = {
+  size: 0,
+  buffer: null,
+  take(size) {
+    const b = this.buffer?.length >= size ? this.buffer : null;
+    this.buffer = null;
+    return b ? b.subarray(0, size) : new Uint8Array(size);
+  },
+  refill() {
+    if (!this.buffer && this.size) this.buffer = new Uint8Array(this.size).fill(0);
+  },
+};
+
 const ops = {
   /** Which hub files are in the caches. */
   async status({ urls }) {
@@ -186,50 +231,41 @@ const ops = {
   },
 
   /**
-   * Fetches the delta of `path` against the cached base `base`, rebuilds the file and checks
-   * its sha256 against the hub's; keeps it in the cache. Every 4 MiB chunk is checked against
-   * its blake3 inside rebuild; the whole file's sha256 is taken with WebCrypto (hardware SHA,
-   * faster than hashing in wasm) when the file fits in memory, else by zipllm as it streams.
+   * Rebuilds `path` from the cached base `base` and the delta the network worker downloads
+   * (`delta`: the port to it), and checks its sha256 against the hub's; the page keeps it in
+   * the cache. Every 4 MiB chunk is checked against its blake3 inside rebuild; the whole
+   * file's sha256 is taken with WebCrypto (hardware SHA, faster than hashing in wasm) when the
+   * file fits in memory, else by zipllm as it streams.
    */
-  async rebuild({ hub, path, base, catalog, id }, progress) {
+  async rebuild({ hub, path, base, catalog, id, delta }, progress) {
     const abort = new AbortController();
     running.set(id, abort);
     const started = performance.now();
+    const input = deltaFrom(delta);
     try {
       await ready;
       const entry = catalog.files[path];
-      const delta = entry.deltas[base];
-      const fetching = fetchOk(hub + delta.path, { cache: 'no-store', signal: abort.signal });
-      fetching.catch(() => {});
+      const deltaSize = entry.deltas[base].size;
       const source = await baseSource(hub + base);
-      const response = await fetching;
       let downloaded = 0;
       let rebuilt = 0;
       let deltaDoneMs = 0;
-      const report = (force) => progress({ phase: 'rebuild', downloaded, deltaSize: delta.size, rebuilt, size: entry.size }, force);
-      // Read the network as fast as it delivers, decoding or not (the delta is small next to
-      // the file; the default strategies would pull one chunk per decode step), counting bytes
-      // as they arrive.
-      const eager = { highWaterMark: 64 << 20, size: (chunk) => chunk.byteLength };
-      const counted = response.body.pipeThrough(
-        new TransformStream(
-          {
-            transform(chunk, c) {
-              downloaded += chunk.length;
-              report(false);
-              c.enqueue(chunk);
-            },
-            flush() {
-              deltaDoneMs = performance.now() - started;
-            },
+      const report = (force) => progress({ phase: 'rebuild', downloaded, deltaSize, rebuilt, size: entry.size }, force);
+      const counted = input.pipeThrough(
+        new TransformStream({
+          transform(chunk, c) {
+            downloaded += chunk.length;
+            report(false);
+            c.enqueue(chunk);
           },
-          eager,
-          eager,
-        ),
+          flush() {
+            deltaDoneMs = performance.now() - started;
+          },
+        }),
         { signal: abort.signal },
       );
       const assemble = entry.size <= ASSEMBLE;
-      const parts = assemble ? new Uint8Array(entry.size) : [];
+      const parts = assemble ? spare.take(entry.size) : [];
       let last;
       // Assembled: rebuild writes straight into `parts` (a fresh buffer per chunk costs more
       // than a quarter of the rebuild in Chromium); a file longer than `parts` is an error.
@@ -251,7 +287,8 @@ const ops = {
       return { size: rebuilt, sha256, deltaBytes: downloaded, deltaDoneMs, rebuildMs: rebuiltAt - started, verifyMs, bytes: assemble ? parts : new Blob(parts) };
     } finally {
       running.delete(id);
-      abort.abort(); // stops the download if it is still going (an error, a discarded guess)
+      abort.abort(); // stops reading the delta if it is still coming (an error, a discarded guess)
+      input.cancel().catch(() => {}); // when the rebuild failed before reading it
     }
   },
 
@@ -267,12 +304,21 @@ const ops = {
     return {};
   },
 
-  /** Gets ready for a rebuild from `bases` (cached URLs): warms the codec, loads the bases. */
-  async prepare({ bases }) {
+  /** Gets ready for a rebuild from `bases` (cached URLs) of files up to `outputSize` bytes:
+   *  warms the codec, loads the bases, makes the first output buffer. */
+  async prepare({ bases, outputSize }) {
     const t = performance.now();
+    spare.size = Math.min(outputSize, ASSEMBLE);
+    spare.refill();
     await warmUp();
     for (const url of bases) await baseSource(url);
     return { ms: performance.now() - t };
+  },
+
+  /** Makes the next rebuild's output buffer (see spare). */
+  async refill() {
+    spare.refill();
+    return {};
   },
 
   /** Stops a running rebuild (a guess the match did not confirm). */
@@ -302,7 +348,7 @@ const ops = {
 self.onmessage = async ({ data: { id, op, args } }) => {
   try {
     const result = await ops[op]({ id, ...args }, throttled(id));
-    post(id, { result }, result?.bytes instanceof Uint8Array ? [result.bytes.buffer] : []);
+    post(id, { result }, ArrayBuffer.isView(result?.bytes) ? [result.bytes.buffer] : []);
   } catch (e) {
     post(id, { error: { code: e.code || 'ERROR', message: e.message || String(e) } });
   }

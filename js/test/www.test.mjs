@@ -90,7 +90,7 @@ test('a fresh profile with no base falls back to the hub: it matches remotely an
   await fresh.close();
 });
 
-test('a corrupt delta and a wrong base surface as coded errors in the page, and nothing is kept', { timeout: 300_000 }, async () => {
+test('a corrupt delta, a wrong base and a missing delta surface as coded errors in the page, and nothing is kept', { timeout: 300_000 }, async () => {
   const fresh = await browser.newContext();
   const page = await visit(fresh, `${site.url}/`);
   const good = site.catalog.files[FT].deltas[BASE];
@@ -102,22 +102,25 @@ test('a corrupt delta and a wrong base surface as coded errors in the page, and 
     async ([ft, base, fp32, goodPath, size]) => {
       const hub = new URL('hub/', location.href).href;
       const catalog = await (await fetch(`${hub}catalog.json`)).json();
-      const { call } = window.zipllmDemo;
+      const { call, rebuildModel } = window.zipllmDemo;
       const codeOf = (p) => p.then(() => 'no error', (e) => e.code);
       const corrupt = structuredClone(catalog);
       corrupt.files[ft].deltas[base] = { path: 'ft-a/corrupt.zld', size };
+      const missing = structuredClone(catalog);
+      missing.files[ft].deltas[base] = { path: 'ft-a/no-such.zld', size };
       const wrong = structuredClone(catalog);
       wrong.files[ft].deltas[fp32] = { path: goodPath, size };
       await call('ensureBase', { url: hub + fp32, size: catalog.files[fp32].size, sha256: catalog.files[fp32].sha256 });
       return {
-        corrupt: await codeOf(call('rebuild', { hub, path: ft, base, catalog: corrupt })),
-        wrongBase: await codeOf(call('rebuild', { hub, path: ft, base: fp32, catalog: wrong })),
+        corrupt: await codeOf(rebuildModel(ft, base, null, corrupt).result),
+        wrongBase: await codeOf(rebuildModel(ft, fp32, null, wrong).result),
+        missing: await codeOf(rebuildModel(ft, base, null, missing).result),
         kept: !!(await (await caches.open('zipllm-models')).match(hub + ft)),
       };
     },
     [FT, BASE, FP32, good.path, bad.length],
   );
-  assert.deepEqual(codes, { corrupt: 'CORRUPT_DELTA', wrongBase: 'WRONG_BASE', kept: false });
+  assert.deepEqual(codes, { corrupt: 'CORRUPT_DELTA', wrongBase: 'WRONG_BASE', missing: 'IO', kept: false });
   fs.rmSync(path.join(site.hubDir, 'ft-a/corrupt.zld'));
   await fresh.close();
 });
