@@ -584,7 +584,8 @@ impl Rebuilder {
                 kept.get(&b).map(Vec::as_slice)
             }
         };
-        self.out.clear();
+        // The buffer is reused without zeroing: the chunk's pieces tile it, so every byte is
+        // written, and the checksum would catch one that was not.
         self.out
             .resize(plan.manifest.chunks[index].out_len as usize, 0);
         plan.decode_chunk(

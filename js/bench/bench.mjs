@@ -1,6 +1,8 @@
 // Rebuild speed of the npm package next to the native CLI, measured in one run:
 // native (1 thread) vs wasm in Node and in headless Chromium (1 thread), with and without the
 // whole-file sha256, and Web Workers rebuilding parts of the file in parallel (rebuild({ part })).
+// Native runs twice: dropping the verified chunks, and pinned to one core leaving the whole
+// file in one buffer, which is what the wasm "into" figures do (the reference for their ratios).
 //
 //   node js/bench/bench.mjs [SHARED_DATA_DIR]
 //
@@ -20,6 +22,8 @@ const work = path.join(root, '.cache/bench');
 fs.mkdirSync(work, { recursive: true });
 const zipllmCli = path.join(root, 'target/release/zipllm');
 const decodeLoop = path.join(root, 'target/release/examples/decode_loop');
+// One core for "one thread": the native rebuild hands chunks to a writer thread.
+const pin = ['/usr/bin/taskset', '/bin/taskset'].find((t) => fs.existsSync(t));
 execFileSync('cargo', ['build', '--quiet', '--release', '--example', 'decode_loop'], { cwd: root, stdio: 'inherit' });
 
 const pairs = [{ name: 'bf16', base: path.join(models, 'base/model.bf16.safetensors'), delta: path.join(root, 'tests/fixtures/ft-a.bf16.zld') }];
@@ -54,7 +58,10 @@ try {
   await page.waitForFunction(() => window.ready === true);
   for (const p of pairs) {
     // Best of 10, as the wasm figures are bests.
-    const native = Number(/best ([\d.]+) MB\/s/.exec(execFileSync(decodeLoop, [p.base, p.delta, '10']).toString())[1]);
+    const best = (cmd, args) => Number(/best ([\d.]+) MB\/s/.exec(execFileSync(cmd, args).toString())[1]);
+    const native = best(decodeLoop, [p.base, p.delta, '10']);
+    const intoArgs = [p.base, p.delta, '10', '--into'];
+    const nativeInto = pin ? best(pin, ['-c', '0', decodeLoop, ...intoArgs]) : best(decodeLoop, intoArgs);
     const base = new Uint8Array(fs.readFileSync(p.base));
     const delta = new Uint8Array(fs.readFileSync(p.delta));
     const nodeFast = await nodeRebuild(base, delta, false);
@@ -67,7 +74,7 @@ try {
     const chromeInto = await page.evaluate(([b, d]) => window.bench.singleWorker(b, d, false, 5, true), args);
     const workers1 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 1, 5), args);
     const workers2 = await page.evaluate(([b, d]) => window.bench.parallel(b, d, 2, 5), args);
-    rows.push({ pair: p.name, native, nodeFast, nodeFull, nodeInto, chromeFast, chromeFull, chromeWorker, chromeInto, workers1, workers2 });
+    rows.push({ pair: p.name, native, nativeInto, nodeFast, nodeFull, nodeInto, chromeFast, chromeFull, chromeWorker, chromeInto, workers1, workers2 });
   }
 } finally {
   await browser.close();
@@ -78,12 +85,13 @@ const f = (x) => x.toFixed(0).padStart(8);
 console.log('MB/s of rebuilt file, one thread unless said, best of 5; wasm: C zstd (clang) + SIMD128');
 console.log('chrome = page main thread, -w = one Web Worker streaming the whole file; +sha = whole-file hashes too;');
 console.log('into = output into the caller\'s buffer (rebuild({ into })) instead of a new Uint8Array per chunk');
-console.log('pair  native-1t |     node node+sha node-into |   chrome chrome+sha chrome-w c-w-into | ratio to native: node node-into chrome-w c-w-into | parts (rebuild({ part }), into): 1 worker 2 workers speed-up');
+console.log(`native-into = native leaving the file in one buffer, ${pin ? 'pinned to one core' : 'unpinned (no taskset)'}; the into ratios are to it, the others to native`);
+console.log('pair    native native-into |     node node+sha node-into |   chrome chrome+sha chrome-w c-w-into | ratios: node node-into chrome-w c-w-into | parts (rebuild({ part }), into): 1 worker 2 workers speed-up');
 const x = (a, b) => (a / b).toFixed(2).padStart(6);
 for (const r of rows) {
   console.log(
-    `${r.pair.padEnd(5)} ${f(r.native)} | ${f(r.nodeFast)} ${f(r.nodeFull)} ${f(r.nodeInto)} | ${f(r.chromeFast)} ${f(r.chromeFull)} ${f(r.chromeWorker)} ${f(r.chromeInto)} | ` +
-      `${x(r.nodeFast, r.native)} ${x(r.nodeInto, r.native)} ${x(r.chromeWorker, r.native)} ${x(r.chromeInto, r.native)} | ` +
+    `${r.pair.padEnd(5)} ${f(r.native)} ${f(r.nativeInto).padStart(11)} | ${f(r.nodeFast)} ${f(r.nodeFull)} ${f(r.nodeInto)} | ${f(r.chromeFast)} ${f(r.chromeFull)} ${f(r.chromeWorker)} ${f(r.chromeInto)} | ` +
+      `${x(r.nodeFast, r.native)} ${x(r.nodeInto, r.nativeInto)} ${x(r.chromeWorker, r.native)} ${x(r.chromeInto, r.nativeInto)} | ` +
       `${f(r.workers1)} ${f(r.workers2)} ${(r.workers2 / r.workers1).toFixed(2).padStart(6)}x`,
   );
 }
