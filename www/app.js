@@ -38,6 +38,9 @@ function spawn() {
 const call = spawn();
 const identify = spawn();
 const net = new Worker(new URL('net-worker.js', import.meta.url));
+let downloads = 0;
+const downloaded = new Map();
+net.onmessage = ({ data }) => downloaded.get(data.id)?.();
 // For tests and the console.
 window.zipllmDemo = { call, identify, rebuildModel: (...args) => rebuildModel(...args) };
 
@@ -45,15 +48,24 @@ window.zipllmDemo = { call, identify, rebuildModel: (...args) => rebuildModel(..
  * Gets fine-tune `path` as its delta against the cached base `base`: the network worker
  * downloads the delta and hands it straight to the rebuild worker (a MessageChannel between
  * them), which rebuilds the file and checks the hub's sha256 (both as `hub` lists them).
- * Returns { result: Promise, abort() }.
+ * Returns { result: Promise, downloaded: Promise (the whole delta has arrived), abort() }.
  */
 function rebuildModel(path, base, onProgress, hub = catalog) {
   const { port1, port2 } = new MessageChannel();
-  net.postMessage({ url: HUB + hub.files[path].deltas[base].path, port: port1 }, [port1]);
+  const download = downloads++;
+  const arrived = new Promise((resolve) => downloaded.set(download, resolve));
+  net.postMessage({ id: download, url: HUB + hub.files[path].deltas[base].path, port: port1 }, [port1]);
   const result = call('rebuild', { hub: HUB, path, base, catalog: hub, delta: port2 }, onProgress, [port2]);
   const id = call.lastId;
-  return { result, abort: () => call.abort(id) };
+  result.finally(() => downloaded.delete(download)).catch(() => {});
+  return { result, downloaded: arrived, abort: () => call.abort(id) };
 }
+
+/** How long a guessed delta has the link and the cores to itself before the fine-tune is
+ *  identified (unless it has fully arrived sooner): identification running alongside slowed
+ *  the rebuild by about 50 ms on two cores, and a long download of a wrong guess must still be
+ *  caught early. */
+const GUESS_HEAD_START_MS = 250;
 
 const mb = (n) => `${(n / 1e6).toFixed(n < 1e7 ? 2 : 1)} MB`;
 const ms = (t) => (t < 1000 ? `${t.toFixed(0)} ms` : `${(t / 1000).toFixed(2)} s`);
@@ -176,7 +188,8 @@ async function getModel(path) {
   };
   try {
     // A cached base with a delta for this fine-tune is the likely one: its delta is fetched and
-    // rebuilt while the fingerprint is taken, and kept only if the match confirms that base.
+    // rebuilt at once, the fingerprint taken once the delta is in (see GUESS_HEAD_START_MS),
+    // and the rebuild kept only if the match confirms that base.
     const cachedBases = [...document.querySelectorAll('#bases li[data-cached="true"]')].map((li) => li.dataset.path);
     const guess = cachedBases.find((b) => f.deltas[b]);
     const t = {};
@@ -186,6 +199,7 @@ async function getModel(path) {
       guessed.result.then(() => (t.rebuild = at()), () => {});
     }
     steps.fp = step('fingerprinting the fine-tune on the hub and matching it against the bases');
+    if (guessed) await Promise.race([guessed.downloaded, guessed.result.catch(() => {}), new Promise((r) => setTimeout(r, GUESS_HEAD_START_MS))]);
     const id = await identify('identify', { hub: HUB, path, catalog });
     t.identify = at();
     if (!id.best) {

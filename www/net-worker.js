@@ -3,12 +3,12 @@
 // them only between chunks, and the page's main thread can be late by tens of milliseconds
 // (rendering, collecting garbage), either of which would leave the link idle.
 //
-// The page sends { url, port } (one end of a MessageChannel; the rebuild worker holds the
-// other, see deltaFrom in rebuild-worker.js). Over the port: 'pull' gets everything received
-// since the last pull in one buffer (transferred), or { end: true }, or { error }; 'cancel'
-// stops the download.
+// The page sends { id, url, port } (one end of a MessageChannel; the rebuild worker holds the
+// other, see deltaFrom in rebuild-worker.js) and hears { id, downloaded: true } when the whole
+// body has arrived. Over the port: 'pull' gets everything received since the last pull in one
+// buffer (transferred), or { end: true }, or { error }; 'cancel' stops the download.
 
-self.onmessage = ({ data: { url, port } }) => {
+self.onmessage = ({ data: { id, url, port } }) => {
   const abort = new AbortController();
   const got = [];
   let size = 0;
@@ -56,6 +56,7 @@ self.onmessage = ({ data: { url, port } }) => {
         if (waiting) reply();
       }
       ended = true;
+      self.postMessage({ id, downloaded: true });
     } catch (e) {
       if (abort.signal.aborted) return;
       failed = { code: e.code || 'IO', message: `downloading ${url}: ${e.message || e}` };
