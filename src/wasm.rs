@@ -597,8 +597,9 @@ struct RangeRun {
     decoder: BlobDecoder,
     start: u64,
     end: u64,
-    /// The next piece to hand out: `None` for the header part, then chunk indices.
+    /// Whether the range's part of the header is still to hand out (it goes first).
     header_left: bool,
+    /// The chunks covering the range still to decode, in order.
     chunks: std::ops::Range<usize>,
     finished: bool,
 }
