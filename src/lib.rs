@@ -23,6 +23,7 @@
 //! * [`family`] — which base a model was tuned from: architecture alignment, name-seeded
 //!   sampling, bit distance and verdicts.
 //! * [`encode`] — making a delta: pairing, deduplication, pieces, chunks, checksums.
+//! * [`hash`] — BLAKE3 for the chunk checksums (a faster leaf kernel of our own on wasm).
 //! * [`rebuild`] — the sans-I/O decoder: [`Plan`] decodes any chunk alone, [`Rebuilder`] streams.
 //! * [`inspect`] — what a delta holds, by tensor kind, dtype and method.
 //! * [`native`] (feature `native`) — files, threads and atomic output for the CLI; [`bench`]
@@ -37,6 +38,7 @@ pub mod entropy;
 pub mod error;
 pub mod family;
 pub mod format;
+pub mod hash;
 pub mod inspect;
 pub mod model;
 pub mod rebuild;

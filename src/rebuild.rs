@@ -163,7 +163,7 @@ impl Plan {
             return Err(Error::invalid(format!("chunk {index}: wrong buffer sizes")));
         }
         let mut at_base = 0usize;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = crate::hash::Hasher::new();
         for (k, p) in m.pieces[chunk.pieces()].iter().enumerate() {
             let word = self.piece_word[chunk.first_piece as usize + k] as usize;
             let o = (p.out_start - chunk.out_start) as usize;
@@ -265,7 +265,7 @@ pub struct Rebuilder {
     out: Vec<u8>,
     decoder: BlobDecoder,
     sha: sha2::Sha256,
-    blake: blake3::Hasher,
+    blake: crate::hash::Hasher,
     written: u64,
     /// File offset of the bytes of the last [`Step::Output`].
     out_offset: u64,
@@ -294,7 +294,7 @@ impl Rebuilder {
             out: Vec::new(),
             decoder: BlobDecoder::new()?,
             sha: sha2::Sha256::new(),
-            blake: blake3::Hasher::new(),
+            blake: crate::hash::Hasher::new(),
             written: 0,
             out_offset: 0,
             part: 0,

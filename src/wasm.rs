@@ -843,7 +843,7 @@ pub async fn hash_file(
 ) -> Result<JsValue, JsValue> {
     let mut input = Sequential::from_js(source, "source")?;
     let mut sha = sha2::Sha256::new();
-    let mut blake = blake3::Hasher::new();
+    let mut blake = crate::hash::Hasher::new();
     let mut size = 0u64;
     while let Some(bytes) = input.next().await? {
         sha.update(&bytes);
@@ -866,13 +866,13 @@ pub async fn hash_tensors(
 ) -> Result<JsValue, JsValue> {
     let mut input = Sequential::from_js(source, "source")?;
     let mut sha = sha2::Sha256::new();
-    let mut blake = blake3::Hasher::new();
+    let mut blake = crate::hash::Hasher::new();
     let mut pending: Vec<u8> = Vec::new();
     let mut offset = 0u64;
     let mut model: Option<Model> = None;
     let mut tensors = Vec::new();
     let mut current = 0usize;
-    let mut tensor_hasher = blake3::Hasher::new();
+    let mut tensor_hasher = crate::hash::Hasher::new();
     loop {
         let next = input.next().await?;
         if let Some(bytes) = &next {
@@ -923,7 +923,7 @@ pub async fn hash_tensors(
                     dtype: t.dtype.name().into(),
                     shape: t.shape.clone(),
                     bytes: t.len(),
-                    blake3: std::mem::replace(&mut tensor_hasher, blake3::Hasher::new())
+                    blake3: std::mem::take(&mut tensor_hasher)
                         .finalize()
                         .to_hex()
                         .to_string(),
