@@ -11,8 +11,12 @@ echo "== the npm package: build (wasm-pack), then its tests as users import it: 
 echo "   Chromium (page and Web Worker), and a 5 GiB bounded-memory rebuild"
 bash scripts/setup-system.sh
 bash scripts/build-wasm.sh
-echo "== the core compiled to wasm32, in headless Chromium (wasm-bindgen-test)"
-PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
-  wasm-pack test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
-  --no-default-features --features wasm --test wasm
+echo "== the core compiled to wasm32, in headless Chromium (wasm-bindgen-test): with the"
+echo "   pure-Rust zstd, then with the npm package's C zstd (patched for wasm32, vendor/README.md)"
+for features in wasm wasm,zstd-c; do
+  PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
+    CC_wasm32_unknown_unknown=clang AR_wasm32_unknown_unknown=llvm-ar \
+    wasm-pack test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
+    --no-default-features --features "$features" --test wasm
+done
 node --test --test-timeout=900000 js/test/*.test.mjs

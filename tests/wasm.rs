@@ -7,6 +7,10 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[cfg(feature = "zstd-c")]
+#[path = "common/zstd_stress.rs"]
+mod zstd_stress;
+
 const BASE: &[u8] = include_bytes!("fixtures/sample-v1/base.safetensors");
 const TARGET: &[u8] = include_bytes!("fixtures/sample-v1/target.safetensors");
 const DELTA: &[u8] = include_bytes!("fixtures/sample-v1/delta.zld");
@@ -85,4 +89,13 @@ fn chunk_checksum_hasher_is_blake3() {
             assert_eq!(h.finalize(), want, "{len} bytes in pieces of {step}");
         }
     }
+}
+
+/// The npm package's C zstd is patched for wasm32 (64-bit bit containers, so the Huffman fast
+/// loop runs; vendor/README.md): it must round-trip every shape of stream and turn corrupt
+/// frames into errors, never a trap, agreeing with ruzstd whenever both accept a frame.
+#[cfg(feature = "zstd-c")]
+#[wasm_bindgen_test]
+fn patched_c_zstd_round_trips_and_survives_corruption() {
+    zstd_stress::check(&[1, 3, 19], 300);
 }

@@ -2,6 +2,8 @@
 //! models fetched by scripts/setup.sh.
 #![allow(dead_code)]
 
+pub mod zstd_stress;
+
 use std::path::PathBuf;
 
 use zipllm::DType;
