@@ -534,7 +534,7 @@ mod tests {
             whole.update(&data);
             assert_eq!(whole.finalize(), want, "{tag}: {len} bytes in one update");
             // Uneven pieces: the held-back chunk, partial chunks and runs of four all mix.
-            for step in [1000, 1024, 3 * 1024, 4096, 5000, 17 * 1024, 70_001] {
+            for step in [1000, 1024, 3 * 1024, 4096, 5000, 17 * 1024, 70_001, 200_000] {
                 let mut h = TreeHasher::<L>::new();
                 for piece in data.chunks(step) {
                     h.update(piece);

@@ -10,6 +10,7 @@
 //! chunk being decoded and blobs a later chunk will use again (duplicated tensors), so its
 //! memory does not grow with the model.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use sha2::Digest as _;
@@ -213,6 +214,25 @@ impl Plan {
     }
 }
 
+/// Appends `len` bytes to `v`, written in place by `fill`.
+fn append_with(
+    v: &mut Vec<u8>,
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
+) -> Result<()> {
+    v.reserve(len);
+    let spare = &mut v.spare_capacity_mut()[..len];
+    let at = spare.as_ptr() as *const u8;
+    let filled = fill(spare);
+    if filled.as_ptr() != at || filled.len() != len {
+        return Err(Error::invalid("a fill must return the bytes it was given"));
+    }
+    // SAFETY: `filled`, a `&mut [u8]` and so initialized, is exactly the first `len` bytes of
+    // the spare capacity.
+    unsafe { v.set_len(v.len() + len) };
+    Ok(())
+}
+
 /// What the [`Rebuilder`] wants next, or has for you.
 #[derive(Debug)]
 pub enum Step<'a> {
@@ -253,8 +273,11 @@ pub struct Rebuilder {
     phase: Phase,
     base_len: Option<u64>,
     verify_whole: bool,
+    /// Delta bytes received; the first `input_head` are consumed, and dropped once they are
+    /// half the buffer (dropping them at every chunk moved the read-ahead each time).
     input: Vec<u8>,
-    /// Delta offset of `input[0]`.
+    input_head: usize,
+    /// Delta offset of `input[input_head]`.
     input_offset: u64,
     delta_ended: bool,
     plan: Option<Plan>,
@@ -285,6 +308,7 @@ impl Rebuilder {
             base_len,
             verify_whole,
             input: Vec::new(),
+            input_head: 0,
             input_offset: 0,
             delta_ended: false,
             plan: None,
@@ -351,21 +375,20 @@ impl Rebuilder {
         self.input.extend_from_slice(bytes);
     }
 
+    /// Appends `len` delta bytes that `fill` writes straight into the machine's buffer, which
+    /// saves a copy when they come from elsewhere (JS memory): `fill` gets `len` uninitialized
+    /// bytes and returns them initialized.
+    pub fn push_delta_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
+    ) -> Result<()> {
+        append_with(&mut self.input, len, fill)
+    }
+
     /// Says the delta has no more bytes.
     pub fn end_delta(&mut self) {
         self.delta_ended = true;
-    }
-
-    /// [`Rebuilder::provide_base`] taking ownership, which saves a copy when the chunk reads
-    /// its base bytes in one range (the usual case).
-    pub fn provide_base_owned(&mut self, bytes: Vec<u8>) -> Result<()> {
-        if self.base_buf.is_empty() && self.base_reads.len() == 1 {
-            self.check_base_len(bytes.len())?;
-            self.base_buf = bytes;
-            self.base_reads.remove(0);
-            return Ok(());
-        }
-        self.provide_base(&bytes)
     }
 
     fn check_base_len(&self, got: usize) -> Result<()> {
@@ -393,22 +416,43 @@ impl Rebuilder {
         Ok(())
     }
 
-    /// Drops consumed input bytes up to delta offset `to`.
+    /// [`Rebuilder::provide_base`] with the `len` bytes written by `fill`, as in
+    /// [`Rebuilder::push_delta_with`].
+    pub fn provide_base_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
+    ) -> Result<()> {
+        self.check_base_len(len)?;
+        append_with(&mut self.base_buf, len, fill)?;
+        self.base_reads.remove(0);
+        Ok(())
+    }
+
+    /// Delta bytes received and not consumed yet, from `input_offset`.
+    fn buffered(&self) -> &[u8] {
+        &self.input[self.input_head..]
+    }
+
+    /// Consumes input bytes up to delta offset `to`.
     fn consume_to(&mut self, to: u64) {
-        let n = (to - self.input_offset) as usize;
-        self.input.drain(..n);
+        self.input_head += (to - self.input_offset) as usize;
         self.input_offset = to;
+        if self.input_head > self.input.len() / 2 {
+            self.input.drain(..self.input_head);
+            self.input_head = 0;
+        }
     }
 
     /// Whether delta bytes up to `end` are buffered; errors if the delta ended before.
     fn have(&self, end: u64, what: &str) -> Result<bool> {
-        if self.input_offset + self.input.len() as u64 >= end {
+        if self.input_offset + self.buffered().len() as u64 >= end {
             return Ok(true);
         }
         if self.delta_ended {
             return Err(Error::truncated(format!(
                 "the delta ends at byte {} but {what} needs bytes up to {end}",
-                self.input_offset + self.input.len() as u64
+                self.input_offset + self.buffered().len() as u64
             )));
         }
         Ok(false)
@@ -451,7 +495,7 @@ impl Rebuilder {
                 Phase::Preamble => {
                     // A wrong magic is reported as soon as the first bytes show it, even when
                     // the delta is shorter than the preamble.
-                    let pre = match Preamble::parse(&self.input) {
+                    let pre = match Preamble::parse(self.buffered()) {
                         Ok(pre) => pre,
                         Err(Error::TruncatedDelta { .. }) if !self.delta_ended => {
                             return Ok(Some(Advance::NeedDelta));
@@ -466,7 +510,7 @@ impl Rebuilder {
                     if !self.have(payload_offset, "the manifest")? {
                         return Ok(Some(Advance::NeedDelta));
                     }
-                    let plan = Plan::from_delta_head(&self.input[..payload_offset as usize])?;
+                    let plan = Plan::from_delta_head(&self.buffered()[..payload_offset as usize])?;
                     self.consume_to(payload_offset);
                     self.base_reads = vec![plan.base_header_range()];
                     self.base_buf.clear();
@@ -503,7 +547,7 @@ impl Rebuilder {
                         .ok_or_else(|| Error::invalid("no plan"))?;
                     if index == plan.manifest.chunks.len() {
                         let end = plan.delta_len();
-                        let buffered = self.input_offset + self.input.len() as u64;
+                        let buffered = self.input_offset + self.buffered().len() as u64;
                         if buffered > end {
                             return Err(Error::corrupt(format!(
                                 "{} unexpected bytes after the end of the delta",
@@ -572,7 +616,7 @@ impl Rebuilder {
                 (r.start - self.input_offset) as usize..(r.end - self.input_offset) as usize,
             ));
         }
-        let input = &self.input;
+        let input = &self.input[self.input_head..];
         let kept = &self.kept;
         let lookup = |b: u32| -> Option<&[u8]> {
             if new.contains(&b) {
@@ -612,7 +656,7 @@ impl Rebuilder {
                 let r = plan.blob_range(b);
                 let at =
                     (r.start - self.input_offset) as usize..(r.end - self.input_offset) as usize;
-                self.kept.insert(b, self.input[at].to_vec());
+                self.kept.insert(b, self.buffered()[at].to_vec());
             }
         }
         let dead: Vec<u32> = self

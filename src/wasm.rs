@@ -234,6 +234,11 @@ impl Source {
     }
 
     async fn read(&self, start: u64, end: u64) -> Result<Vec<u8>, JsValue> {
+        Ok(self.read_js(start, end).await?.to_vec())
+    }
+
+    /// Bytes `start..end` as JS holds them, for the caller to copy where they are needed.
+    async fn read_js(&self, start: u64, end: u64) -> Result<Uint8Array, JsValue> {
         let want = (end - start) as usize;
         let got = match self {
             Source::Bytes(u) => {
@@ -246,7 +251,7 @@ impl Source {
                         ),
                     ));
                 }
-                return Ok(u.subarray(start as u32, end as u32).to_vec());
+                return Ok(u.subarray(start as u32, end as u32));
             }
             Source::Blob(b) => {
                 let part = b.slice_with_f64_and_f64(start as f64, end as f64)?;
@@ -279,7 +284,7 @@ impl Source {
                 ),
             ));
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 }
 
@@ -318,6 +323,11 @@ impl Sequential {
 
     /// The next bytes, or `None` at the end.
     async fn next(&mut self) -> Result<Option<Vec<u8>>, JsValue> {
+        Ok(self.next_js().await?.map(|b| b.to_vec()))
+    }
+
+    /// The next bytes as JS holds them, or `None` at the end.
+    async fn next_js(&mut self) -> Result<Option<Uint8Array>, JsValue> {
         match self {
             Sequential::Stream(reader) => {
                 let result = JsFuture::from(reader.read()).await?;
@@ -327,7 +337,7 @@ impl Sequential {
                 let value = Reflect::get(&result, &"value".into())?;
                 let bytes = bytes_of(&value)
                     .ok_or_else(|| invalid("the stream must yield Uint8Array chunks"))?;
-                Ok(Some(bytes.to_vec()))
+                Ok(Some(bytes))
             }
             Sequential::Source { source, at, len } => {
                 let Some(len) = *len else {
@@ -339,7 +349,7 @@ impl Sequential {
                     return Ok(None);
                 }
                 let end = (*at + SEQUENTIAL_READ).min(len);
-                let bytes = source.read(*at, end).await?;
+                let bytes = source.read_js(*at, end).await?;
                 *at = end;
                 Ok(Some(bytes))
             }
@@ -465,14 +475,22 @@ impl Run {
                 Step::Done(s) => Want::Done(s),
             };
             match want {
-                Want::Delta => match self.delta.next().await? {
-                    Some(bytes) => self.machine.push_delta(&bytes),
+                // Copied once, from JS straight into the machine's buffers.
+                Want::Delta => match self.delta.next_js().await? {
+                    Some(bytes) => self
+                        .machine
+                        .push_delta_with(bytes.length() as usize, |spare| {
+                            bytes.copy_to_uninit(spare)
+                        })
+                        .map_err(|e| js_error(&e))?,
                     None => self.machine.end_delta(),
                 },
                 Want::Base(r) => {
-                    let bytes = self.base.read(r.start, r.end).await?;
+                    let bytes = self.base.read_js(r.start, r.end).await?;
                     self.machine
-                        .provide_base_owned(bytes)
+                        .provide_base_with(bytes.length() as usize, |spare| {
+                            bytes.copy_to_uninit(spare)
+                        })
                         .map_err(|e| js_error(&e))?;
                 }
                 Want::Out(chunk) => {
