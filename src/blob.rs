@@ -92,6 +92,16 @@ pub fn encode(
     Ok(out)
 }
 
+/// Sets the length of a scratch buffer whose old contents do not matter. Growing it makes a
+/// new allocation rather than `realloc`, which would copy the old capacity's bytes for
+/// nothing (4 MiB per chunk buffer, measured as 1-2% of a rebuild in wasm).
+pub(crate) fn resize_scratch(v: &mut Vec<u8>, len: usize) {
+    if v.capacity() < len {
+        *v = Vec::with_capacity(len.max(2 * v.capacity()));
+    }
+    v.resize(len, 0);
+}
+
 /// Decodes blobs, reusing its buffers and zstd context from one blob to the next.
 pub struct BlobDecoder {
     zstd: Decompressor,
@@ -159,7 +169,7 @@ impl BlobDecoder {
             at += stored as usize;
             // Buffers are reused without zeroing: every byte used is overwritten here.
             let buf = &mut self.streams[i];
-            buf.resize(raw as usize, 0);
+            resize_scratch(buf, raw as usize);
             let dst = &mut buf[..raw as usize];
             match codec {
                 Codec::Stored => dst.copy_from_slice(body),
@@ -184,7 +194,7 @@ impl BlobDecoder {
         match base {
             None => transform::join(header.layout, word, &refs, out),
             Some(base) => {
-                self.residual.resize(len, 0);
+                resize_scratch(&mut self.residual, len);
                 transform::join(header.layout, word, &refs, &mut self.residual)?;
                 transform::inverse(header.transform, word, &self.residual, base, out)
             }

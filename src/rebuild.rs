@@ -220,6 +220,10 @@ fn append_with(
     len: usize,
     fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
 ) -> Result<()> {
+    if v.is_empty() && v.capacity() < len {
+        // Nothing to keep: a new allocation, not a realloc copying the old one.
+        *v = Vec::with_capacity(len);
+    }
     v.reserve(len);
     let spare = &mut v.spare_capacity_mut()[..len];
     let at = spare.as_ptr() as *const u8;
@@ -630,8 +634,7 @@ impl Rebuilder {
         };
         // The buffer is reused without zeroing: the chunk's pieces tile it, so every byte is
         // written, and the checksum would catch one that was not.
-        self.out
-            .resize(plan.manifest.chunks[index].out_len as usize, 0);
+        crate::blob::resize_scratch(&mut self.out, plan.manifest.chunks[index].out_len as usize);
         plan.decode_chunk(
             index,
             lookup,
