@@ -467,7 +467,7 @@ mod simd128 {
             }
             *j += m.count_ones() as usize;
         }
-        mask.len()
+        groups
     }
 }
 

@@ -5,6 +5,8 @@
 //! sans-I/O [`Rebuilder`] / [`Plan`]. No codec logic lives here. Errors become JS `Error`s with a
 //! stable `code` (`WRONG_BASE`, `CORRUPT_DELTA`, `TRUNCATED_DELTA`, `BAD_SAFETENSORS`, …).
 
+use std::mem::MaybeUninit;
+
 use futures_util::stream;
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use serde::Serialize;
@@ -357,6 +359,16 @@ impl Sequential {
     }
 }
 
+/// Copies `bytes` into `spare`, the machine's buffer. Growing that buffer may grow wasm memory,
+/// which detaches a view of it: if `bytes` was one, nothing is copied and the machine reports
+/// the short fill as an error (`copy_to_uninit` would panic).
+fn fill<'a>(bytes: &Uint8Array, spare: &'a mut [MaybeUninit<u8>]) -> &'a mut [u8] {
+    if bytes.length() as usize != spare.len() {
+        return &mut [];
+    }
+    bytes.copy_to_uninit(spare)
+}
+
 /// One streaming rebuild in progress.
 struct Run {
     machine: Rebuilder,
@@ -479,18 +491,14 @@ impl Run {
                 Want::Delta => match self.delta.next_js().await? {
                     Some(bytes) => self
                         .machine
-                        .push_delta_with(bytes.length() as usize, |spare| {
-                            bytes.copy_to_uninit(spare)
-                        })
+                        .push_delta_with(bytes.length() as usize, |spare| fill(&bytes, spare))
                         .map_err(|e| js_error(&e))?,
                     None => self.machine.end_delta(),
                 },
                 Want::Base(r) => {
                     let bytes = self.base.read_js(r.start, r.end).await?;
                     self.machine
-                        .provide_base_with(bytes.length() as usize, |spare| {
-                            bytes.copy_to_uninit(spare)
-                        })
+                        .provide_base_with(bytes.length() as usize, |spare| fill(&bytes, spare))
                         .map_err(|e| js_error(&e))?;
                 }
                 Want::Out(chunk) => {
