@@ -199,7 +199,8 @@ fn parents4<L: Lanes>(a: &[L; 8], b: &[L; 8]) -> [L; 8] {
 }
 
 /// The chaining value of the 16-chunk subtree `chunks`, numbered from `counter` (a multiple
-/// of 16): the leaves and the first three levels of parents four at a time.
+/// of 16): the leaves and the first two levels of parents four at a time, the last two by the
+/// crate.
 fn hash16<L: Lanes>(chunks: &[u8; 16 * CHUNK_LEN], counter: u64) -> ChainingValue {
     let four = |i: usize| -> [L; 8] {
         let c: &[u8; 4 * CHUNK_LEN] = chunks[i * 4 * CHUNK_LEN..(i + 1) * 4 * CHUNK_LEN]

@@ -214,15 +214,19 @@ impl Plan {
     }
 }
 
+/// Delta bytes `r` out of `buffered`, which holds the delta from offset `offset` on.
+fn delta_bytes(buffered: &[u8], offset: u64, r: Range<u64>) -> &[u8] {
+    &buffered[(r.start - offset) as usize..(r.end - offset) as usize]
+}
+
 /// Appends `len` bytes to `v`, written in place by `fill`.
 fn append_with(
     v: &mut Vec<u8>,
     len: usize,
     fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
 ) -> Result<()> {
-    if v.is_empty() && v.capacity() < len {
-        // Nothing to keep: a new allocation, not a realloc copying the old one.
-        *v = Vec::with_capacity(len);
+    if v.is_empty() {
+        crate::blob::reserve_scratch(v, len);
     }
     v.reserve(len);
     let spare = &mut v.spare_capacity_mut()[..len];
@@ -611,23 +615,12 @@ impl Rebuilder {
             .as_ref()
             .ok_or_else(|| Error::invalid("no plan"))?;
         let new = plan.new_blobs[index].clone();
-        // Blobs first used here sit at the front of the buffered input.
-        let mut fresh: Vec<(u32, Range<usize>)> = Vec::with_capacity(new.len());
-        for b in new.clone() {
-            let r = plan.blob_range(b);
-            fresh.push((
-                b,
-                (r.start - self.input_offset) as usize..(r.end - self.input_offset) as usize,
-            ));
-        }
-        let input = &self.input[self.input_head..];
+        let (input, input_offset) = (&self.input[self.input_head..], self.input_offset);
         let kept = &self.kept;
         let lookup = |b: u32| -> Option<&[u8]> {
             if new.contains(&b) {
-                fresh
-                    .iter()
-                    .find(|(i, _)| *i == b)
-                    .map(|(_, r)| &input[r.clone()])
+                // Blobs first used here sit at the front of the buffered input.
+                Some(delta_bytes(input, input_offset, plan.blob_range(b)))
             } else {
                 kept.get(&b).map(Vec::as_slice)
             }
@@ -656,10 +649,8 @@ impl Rebuilder {
         let new = plan.new_blobs[index].clone();
         for b in new.clone() {
             if plan.last_use[b as usize] as usize > index {
-                let r = plan.blob_range(b);
-                let at =
-                    (r.start - self.input_offset) as usize..(r.end - self.input_offset) as usize;
-                self.kept.insert(b, self.buffered()[at].to_vec());
+                let bytes = delta_bytes(self.buffered(), self.input_offset, plan.blob_range(b));
+                self.kept.insert(b, bytes.to_vec());
             }
         }
         let dead: Vec<u32> = self

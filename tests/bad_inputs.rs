@@ -361,7 +361,7 @@ fn cli_exit_codes_and_no_partial_output() {
 }
 
 /// The zstd decoder round-trips every shape of stream the planes make, and corrupt frames are
-/// errors (or decode as ruzstd decodes them), never a crash.
+/// errors or bytes (the chunk checksums judge those), never a crash.
 #[test]
 fn corrupt_zstd_frames_are_errors_not_crashes() {
     zstd_stress::check(&[1, 3, 19], 300);

@@ -73,14 +73,27 @@ fn chunk_checksum_hasher_is_blake3() {
     let data: Vec<u8> = (0..(4 << 20) + 12345)
         .map(|i: usize| (i * 31 + i / 251) as u8)
         .collect();
-    let mut lengths = vec![0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 3072, 3073];
-    for chunks in [4usize, 5, 7, 8, 9, 12, 16, 17, 31, 32, 33, 64, 100] {
+    let mut lengths = vec![0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 3071, 3072, 3073];
+    // The boundaries of src/hash.rs's own test, which checks the portable lanes natively.
+    for chunks in [
+        4usize, 5, 7, 8, 9, 12, 15, 16, 17, 20, 31, 32, 33, 48, 64, 100, 259,
+    ] {
         lengths.extend([chunks * 1024 - 1, chunks * 1024, chunks * 1024 + 1]);
     }
     lengths.extend([4 << 20, data.len()]);
     for len in lengths {
         let want = blake3::hash(&data[..len]);
-        for step in [1000, 1024, 4096, 5000, 70_001, usize::MAX] {
+        for step in [
+            1000,
+            1024,
+            3 * 1024,
+            4096,
+            5000,
+            17 * 1024,
+            70_001,
+            200_000,
+            usize::MAX,
+        ] {
             let mut h = zipllm::hash::Hasher::new();
             for piece in data[..len].chunks(step.min(len.max(1))) {
                 h.update(piece);

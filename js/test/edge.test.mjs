@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { buildHub } from '../../www/hub.mjs';
 import { startServer } from '../../www/server.mjs';
-import { syntheticPair } from './synthetic-pair.mjs';
+import { corruptLastChunk, safetensorsHeader, syntheticPair } from './fixtures.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FT = 'ft-a/model.bf16.safetensors';
@@ -41,17 +41,9 @@ before(async () => {
   ft = fs.readFileSync(path.join(hubDir, FT));
   // Two broken entries: ft-a's delta listed against the fp32 base, and a corrupted copy of it.
   const delta = fs.readFileSync(path.join(hubDir, catalog.files[FT].deltas[BASE].path));
-  const bad = Buffer.from(delta);
-  for (let i = 0; i < 64; i++) bad[bad.length - 300_000 + i * 997] ^= 0x5a; // in the last chunk's blobs
+  const bad = corruptLastChunk(delta);
   // A wrong base: a small model that is not ft-a's base.
-  const tiny = (() => {
-    let json = JSON.stringify({ w: { dtype: 'BF16', shape: [8], data_offsets: [0, 16] } });
-    while (json.length % 8) json += ' ';
-    const out = Buffer.alloc(8 + json.length + 16, 1);
-    out.writeBigUInt64LE(BigInt(json.length), 0);
-    out.write(json, 8);
-    return out;
-  })();
+  const tiny = Buffer.concat([safetensorsHeader({ w: { dtype: 'BF16', shape: [8], data_offsets: [0, 16] } }), Buffer.alloc(16, 1)]);
   catalog.files['other/base.safetensors'] = { kind: 'base', size: tiny.length, sha256: sha256(tiny) };
   catalog.files['wrong-base/model.bf16.safetensors'] = { ...catalog.files[FT], deltas: { 'other/base.safetensors': catalog.files[FT].deltas[BASE] } };
   catalog.files['corrupt/model.bf16.safetensors'] = { ...catalog.files[FT], deltas: { [BASE]: { path: 'corrupt/model.bf16.safetensors.zld', size: bad.length } } };

@@ -9,7 +9,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as zipllm from 'zipllm';
-import { syntheticPair } from './synthetic-pair.mjs';
+import { syntheticPair } from './fixtures.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = process.env.ZIPLLM_BIG_DIR || path.join(root, '.cache/big');

@@ -7,6 +7,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as zipllm from 'zipllm';
+import { safetensorsHeader } from './fixtures.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const models = process.env.ZIPLLM_MODELS || path.join(root, '.cache/models');
@@ -26,16 +27,6 @@ async function drain(stream) {
     size += chunk.length;
   }
   return { size, sha256: sha.digest('hex'), bytes: Buffer.concat(parts) };
-}
-
-/** The header region of a safetensors file describing `obj`. */
-function header(obj) {
-  let json = JSON.stringify(obj);
-  while (json.length % 8) json += ' ';
-  const out = new Uint8Array(8 + json.length);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(new TextEncoder().encode(json), 8);
-  return out;
 }
 
 async function expectCode(promise, code) {
@@ -250,8 +241,8 @@ test('every word size and layout round-trips through the wasm kernels (SIMD and 
     }
     const bytes = n * Array_.BYTES_PER_ELEMENT;
     const meta = { w: { dtype, shape: [n], data_offsets: [0, bytes] } };
-    const base = Buffer.concat([header(meta), Buffer.from(w.buffer)]);
-    const target = Buffer.concat([header(meta), Buffer.from(t.buffer)]);
+    const base = Buffer.concat([safetensorsHeader(meta), Buffer.from(w.buffer)]);
+    const target = Buffer.concat([safetensorsHeader(meta), Buffer.from(t.buffer)]);
     for (const strategy of ['auto', 'bitx', 'bitx-fields', 'best']) {
       const delta = zipllm.encode(base, target, { strategy });
       const out = await drain(zipllm.rebuild({ base, delta }));
@@ -265,8 +256,8 @@ test('encode in wasm round-trips and is read by the same decoder', async () => {
   const weights = crypto.randomBytes(8192);
   const tuned = Buffer.from(weights);
   for (let i = 0; i < tuned.length; i += 6) tuned[i] ^= 1;
-  const base = Buffer.concat([header(meta), weights]);
-  const target = Buffer.concat([header(meta), tuned]);
+  const base = Buffer.concat([safetensorsHeader(meta), weights]);
+  const target = Buffer.concat([safetensorsHeader(meta), tuned]);
   const levels = [...zipllm.encodeLevels()];
   assert.ok(levels[0] === 1 && (levels.length === 1 || levels.length === 22), `${levels}`);
   const delta = zipllm.encode(base, target, { strategy: 'auto' });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serveDemo } from '../../www/serve.mjs';
 import { launch, visit, getModel, timeFullDownload } from '../../www/e2e.mjs';
+import { corruptLastChunk } from './fixtures.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FT = 'ft-a/model.bf16.safetensors';
@@ -94,8 +95,7 @@ test('a corrupt delta, a wrong base and a missing delta surface as coded errors 
   const fresh = await browser.newContext();
   const page = await visit(fresh, `${site.url}/`);
   const good = site.catalog.files[FT].deltas[BASE];
-  const bad = fs.readFileSync(path.join(site.hubDir, good.path));
-  for (let i = 0; i < 64; i++) bad[bad.length - 300_000 + i * 997] ^= 0x5a;
+  const bad = corruptLastChunk(fs.readFileSync(path.join(site.hubDir, good.path)));
   fs.writeFileSync(path.join(site.hubDir, 'ft-a/corrupt.zld'), bad);
   const FP32 = 'all-MiniLM-L6-v2/model.safetensors';
   const codes = await page.evaluate(

@@ -4,23 +4,7 @@
 
 use zipllm::entropy::{compress, decompress_rust, Decompressor};
 
-/// xorshift64*: deterministic data without a dependency.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use super::Rng;
 
 /// Streams like those of the planes: Huffman-coded literals of skewed bytes (mantissa planes),
 /// near-random bytes, long runs with sparse changes (exponent planes), and repeats at many
