@@ -20,6 +20,7 @@ fn main() -> zipllm::Result<()> {
     let options = RebuildOptions {
         threads: Some(1),
         full_hash: false,
+        ..Default::default()
     };
     let size = delta.plan.manifest.target_size as usize;
     let mut file = if into { vec![0u8; size] } else { Vec::new() };

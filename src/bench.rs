@@ -173,6 +173,7 @@ pub fn run(
             let options = RebuildOptions {
                 threads: Some(t),
                 full_hash,
+                ..Default::default()
             };
             rebuild_mapped(base, &delta, options, &quiet, &mut sink)
         })

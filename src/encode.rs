@@ -171,6 +171,16 @@ pub fn encode(
             "piece length must be a non-zero multiple of 8 up to 64 MiB",
         ));
     }
+    // A chunk closes at the first piece that takes it to `chunk_len` or past, so it can be a
+    // piece short of `chunk_len` plus a whole piece: keep that within what decoders accept.
+    let longest_chunk = options.chunk_len.saturating_add(options.piece_len - 1);
+    if options.chunk_len == 0 || longest_chunk > crate::format::MAX_CHUNK_LEN {
+        return Err(Error::invalid(format!(
+            "chunk length must be non-zero and at most {} bytes with {}-byte pieces",
+            crate::format::MAX_CHUNK_LEN + 1 - options.piece_len,
+            options.piece_len
+        )));
+    }
     if !crate::entropy::supported_levels().contains(&options.level) {
         return Err(Error::invalid(format!(
             "zstd level {} is not available in this build (levels {:?})",
@@ -325,7 +335,7 @@ pub fn encode(
                 *blob = b
             }
             (PieceSource::Base { .. }, None) => {}
-            _ => return Err(Error::invalid("internal: a piece lost its blob")),
+            _ => return Err(Error::internal("a piece lost its blob")),
         }
     }
 
@@ -380,6 +390,10 @@ pub fn encode(
         chunks,
         payload_len: offset,
     };
+    // What we write must be what every decoder accepts: hold it to the same checks.
+    manifest
+        .validate()
+        .map_err(|e| Error::internal(format!("the encoder made an invalid delta: {e}")))?;
     Ok(EncodedDelta { manifest, blobs })
 }
 

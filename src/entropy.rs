@@ -8,6 +8,7 @@
 //! zip-bomb delta harmless.
 
 use crate::error::{Error, Result};
+use crate::format::Reader;
 
 /// How one stream of a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +106,10 @@ impl Decompressor {
         }
     }
 
-    /// Decodes one frame into `out`, which must be exactly filled.
+    /// Decodes one frame into `out`, which must be exactly filled. The frame's structure is
+    /// checked first ([`check_frame`]), so neither backend sees more than one bounded frame.
     pub fn decompress_into(&mut self, frame: &[u8], out: &mut [u8]) -> Result<()> {
+        check_frame(frame, out.len())?;
         match &mut self.backend {
             #[cfg(feature = "zstd-c")]
             Backend::C(c) => {
@@ -115,13 +118,103 @@ impl Decompressor {
                     .map_err(|e| Error::corrupt(format!("zstd stream does not decode: {e}")))?;
                 check_len(n, out.len())
             }
-            Backend::Rust(d) => decompress_rust(d, frame, out),
+            Backend::Rust(d) => decode_rust(d, frame, out),
         }
     }
 }
 
-/// Decodes one frame into `out` with ruzstd, whatever the build's backend (the wasm decoder).
+/// The zstd frame magic number.
+const FRAME_MAGIC: u32 = 0xFD2F_B528;
+/// The largest block a frame may hold (RFC 8878, Block_Maximum_Size).
+const MAX_BLOCK: u64 = 128 << 10;
+
+/// The largest window a frame decoding to `raw_len` bytes may declare: what C zstd writes for
+/// a known content size (at most the next power of two), or the 128 KiB of ruzstd's encoder.
+/// Decoders reserve the declared window, so this ties their memory to the piece length.
+fn window_limit(raw_len: usize) -> u64 {
+    (raw_len as u64).next_power_of_two().max(MAX_BLOCK)
+}
+
+/// Checks that `frame` is exactly one zstd frame (RFC 8878) with no dictionary, a window within
+/// [`window_limit`] and, if it records its content size, that size `raw_len`: walking its
+/// block headers, without decoding. A stream is one frame (docs/FORMAT.md); refusing anything
+/// else up front means a declared window cannot make a decoder reserve memory the piece does
+/// not warrant, and skippable or concatenated frames never reach either backend.
+pub fn check_frame(frame: &[u8], raw_len: usize) -> Result<()> {
+    let bad = |what: String| Error::corrupt(format!("zstd stream: {what}"));
+    let mut r = Reader::new(frame, "zstd frame");
+    if r.u32()? != FRAME_MAGIC {
+        return Err(bad("not a zstd frame".into()));
+    }
+    let descriptor = r.u8()?;
+    let single_segment = descriptor & 0x20 != 0;
+    if descriptor & 0x08 != 0 {
+        return Err(bad("the frame header's reserved bit is set".into()));
+    }
+    if descriptor & 0x03 != 0 {
+        return Err(bad("the frame names a dictionary".into()));
+    }
+    let window = if single_segment {
+        None
+    } else {
+        let w = r.u8()?;
+        let base = 1u64 << (10 + (w >> 3));
+        Some(base + base / 8 * u64::from(w & 7))
+    };
+    let content_size = match (descriptor >> 6, single_segment) {
+        (0, false) => None,
+        (0, true) => Some(u64::from(r.u8()?)),
+        (1, _) => Some(u64::from(u16::from_le_bytes([r.u8()?, r.u8()?])) + 256),
+        (2, _) => Some(u64::from(r.u32()?)),
+        _ => Some(r.u64()?),
+    };
+    if let Some(n) = content_size.filter(|&n| n != raw_len as u64) {
+        return Err(bad(format!(
+            "the frame holds {n} bytes, the blob declares {raw_len}"
+        )));
+    }
+    let window = window.or(content_size).unwrap_or(0);
+    if window > window_limit(raw_len) {
+        return Err(bad(format!("a {window}-byte window for {raw_len} bytes")));
+    }
+    loop {
+        let header = r.take(3)?;
+        let header = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+        let size = u64::from(header >> 3);
+        if size > MAX_BLOCK {
+            return Err(bad(format!("a block of {size} bytes")));
+        }
+        match (header >> 1) & 3 {
+            // Raw and compressed blocks carry `size` bytes; an RLE block one byte, repeated.
+            0 | 2 => r.take(size)?,
+            1 => r.take(1)?,
+            _ => return Err(bad("a block of the reserved type".into())),
+        };
+        if header & 1 != 0 {
+            break;
+        }
+    }
+    if descriptor & 0x04 != 0 {
+        r.take(4)?;
+    }
+    if !r.is_empty() {
+        return Err(bad("bytes after the frame".into()));
+    }
+    Ok(())
+}
+
+/// Decodes one frame into `out` with ruzstd, whatever the build's backend (the wasm decoder),
+/// after [`check_frame`].
 pub fn decompress_rust(
+    decoder: &mut ruzstd::decoding::FrameDecoder,
+    frame: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    check_frame(frame, out.len())?;
+    decode_rust(decoder, frame, out)
+}
+
+fn decode_rust(
     decoder: &mut ruzstd::decoding::FrameDecoder,
     frame: &[u8],
     out: &mut [u8],

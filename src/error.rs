@@ -23,6 +23,10 @@ pub enum ErrorCode {
     InvalidInput,
     /// Reading or writing a file failed.
     Io,
+    /// The delta rebuilds another file than the one the caller pinned (`--expect-sha256`).
+    UnexpectedTarget,
+    /// A bug in zipllm: an invariant broke (in the wasm build, a panic caught at the boundary).
+    Internal,
 }
 
 impl ErrorCode {
@@ -36,6 +40,8 @@ impl ErrorCode {
             ErrorCode::WrongBase => "WRONG_BASE",
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::Io => "IO",
+            ErrorCode::UnexpectedTarget => "UNEXPECTED_TARGET",
+            ErrorCode::Internal => "INTERNAL",
         }
     }
 
@@ -48,6 +54,8 @@ impl ErrorCode {
             ErrorCode::CorruptDelta | ErrorCode::TruncatedDelta => 4,
             ErrorCode::UnsupportedVersion => 5,
             ErrorCode::WrongBase => 6,
+            ErrorCode::UnexpectedTarget => 7,
+            ErrorCode::Internal => 70,
         }
     }
 }
@@ -79,6 +87,12 @@ pub enum Error {
     /// The caller asked for something that cannot be done with these inputs.
     #[error("{what}")]
     InvalidInput { what: String },
+    /// The delta does not rebuild the file the caller expects.
+    #[error("unexpected target: {what}")]
+    UnexpectedTarget { what: String },
+    /// An internal invariant broke: a bug, never a property of the input.
+    #[error("internal error: {what}")]
+    Internal { what: String },
     /// An I/O error, with the path or operation it concerns.
     #[error("{context}: {source}")]
     Io {
@@ -99,6 +113,8 @@ impl Error {
             Error::WrongBase { .. } => ErrorCode::WrongBase,
             Error::InvalidInput { .. } => ErrorCode::InvalidInput,
             Error::Io { .. } => ErrorCode::Io,
+            Error::UnexpectedTarget { .. } => ErrorCode::UnexpectedTarget,
+            Error::Internal { .. } => ErrorCode::Internal,
         }
     }
 
@@ -120,6 +136,10 @@ impl Error {
 
     pub(crate) fn invalid(what: impl Into<String>) -> Self {
         Error::InvalidInput { what: what.into() }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into() }
     }
 
     /// Wraps an I/O error with what was being done (usually a path).

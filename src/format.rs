@@ -30,6 +30,20 @@ pub const MAX_MANIFEST_LEN: u64 = 1 << 30;
 pub const MAX_PIECE_LEN: u64 = 64 << 20;
 /// Largest chunk a decoder accepts (encoders aim at 4 MiB).
 pub const MAX_CHUNK_LEN: u64 = 256 << 20;
+/// Largest base header region a decoder accepts: the 8-byte length prefix plus the largest
+/// safetensors header ([`crate::model::MAX_HEADER_LEN`]). A decoder reads and hashes this many
+/// base bytes before anything else, so it is bounded like every other length.
+pub const MAX_BASE_HEADER_LEN: u64 = crate::model::PREFIX_LEN + crate::model::MAX_HEADER_LEN;
+/// Most streams a blob has (a sparse-planes blob of 8-byte words: the mask and 8 planes).
+pub const MAX_STREAMS: u64 = 9;
+
+/// The longest blob a piece of `piece_len` bytes can need: its header with the most streams,
+/// then streams whose stored lengths add up to at most their raw lengths (a stream zstd does not
+/// shrink is stored), which are the piece's bytes plus a change mask of one bit per word.
+/// A decoder refuses longer blobs, so no field makes it buffer more than the piece warrants.
+pub fn max_blob_len(piece_len: u64) -> u64 {
+    4 + 17 * MAX_STREAMS + piece_len + piece_len.div_ceil(8)
+}
 /// Blob index meaning "no blob".
 pub const NO_BLOB: u32 = u32::MAX;
 
@@ -128,14 +142,16 @@ pub struct Piece {
 }
 
 impl Piece {
-    /// Output byte range.
+    /// Output byte range (saturating: a validated manifest never needs it to).
     pub fn out(&self) -> Range<u64> {
-        self.out_start..self.out_start + self.len
+        self.out_start..self.out_start.saturating_add(self.len)
     }
 
-    /// Base byte range read, if any.
+    /// Base byte range read, if any (saturating: a validated manifest never needs it to).
     pub fn base(&self) -> Option<Range<u64>> {
-        self.source.base_start().map(|s| s..s + self.len)
+        self.source
+            .base_start()
+            .map(|s| s..s.saturating_add(self.len))
     }
 }
 
@@ -166,14 +182,16 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// Output byte range.
+    /// Output byte range (saturating: a validated manifest never needs it to).
     pub fn out(&self) -> Range<u64> {
-        self.out_start..self.out_start + self.out_len
+        self.out_start..self.out_start.saturating_add(self.out_len)
     }
 
-    /// Index range into the piece table.
+    /// Index range into the piece table. Saturating, because on 32-bit targets (wasm32) two
+    /// `u32` fields can add up past `usize`; validation refuses such a chunk.
     pub fn pieces(&self) -> Range<usize> {
-        self.first_piece as usize..self.first_piece as usize + self.piece_count as usize
+        let first = self.first_piece as usize;
+        first..first.saturating_add(self.piece_count as usize)
     }
 }
 
@@ -390,6 +408,12 @@ impl Manifest {
             m.extend_from_slice(&c.base_blake3);
         }
         put_u64(&mut m, self.payload_len);
+        if m.len() as u64 > MAX_MANIFEST_LEN {
+            return Err(Error::invalid(format!(
+                "the manifest would be {} bytes, more than the {MAX_MANIFEST_LEN} decoders accept",
+                m.len()
+            )));
+        }
 
         let mut out = Vec::with_capacity(m.len() + 64);
         out.extend_from_slice(&MAGIC);
@@ -511,8 +535,12 @@ impl Manifest {
             .map_err(|e| Error::corrupt(format!("the target header in the delta is invalid: {e}")))
     }
 
-    /// Checks every invariant the decoder relies on.
-    fn validate(&self) -> Result<()> {
+    /// Checks every invariant the decoder relies on (docs/FORMAT.md, "Invariants a decoder
+    /// checks"). [`Manifest::parse`] calls it; a manifest built by hand is checked by
+    /// [`crate::Plan::new`]. Every sum of fields is checked, in `u64` and against the limits,
+    /// so no field can make a decoder wrap, index out of bounds or allocate past the limits,
+    /// on 64-bit and 32-bit (wasm32) targets alike.
+    pub fn validate(&self) -> Result<()> {
         let model = self.target_model()?;
         if model.header_len != self.header.len() as u64 {
             return Err(Error::corrupt(
@@ -542,6 +570,12 @@ impl Manifest {
         if self.base_header_len > self.base_size {
             return Err(Error::corrupt("base header is longer than the base"));
         }
+        if self.base_header_len > MAX_BASE_HEADER_LEN {
+            return Err(Error::corrupt(format!(
+                "base header length {} exceeds the {MAX_BASE_HEADER_LEN}-byte limit",
+                self.base_header_len
+            )));
+        }
 
         let mut offset = 0u64;
         for (i, b) in self.blobs.iter().enumerate() {
@@ -557,9 +591,18 @@ impl Manifest {
         if offset != self.payload_len {
             return Err(Error::corrupt("blob table and payload length disagree"));
         }
+        // Blob ranges are the payload's offset in the delta plus these: keep the sum a number.
+        if self
+            .payload_len
+            .checked_add(PREAMBLE_LEN + MAX_MANIFEST_LEN + CHECKSUM_LEN)
+            .is_none()
+        {
+            return Err(Error::corrupt("payload length overflows"));
+        }
 
         // Pieces tile the data region in order, each within one tensor, and read the base only
-        // past its header.
+        // past its header. The longest piece using each blob bounds the blob's length.
+        let mut blob_need = vec![0u64; self.blobs.len()];
         let mut cursor = model.header_len;
         let mut tensor = 0usize;
         for (i, p) in self.pieces.iter().enumerate() {
@@ -576,6 +619,7 @@ impl Manifest {
                     "piece {i} lies past the last tensor"
                 )));
             };
+            // out_start is at most the file length and len at most 64 MiB: no overflow.
             let end = p.out_start + p.len;
             if end > t.end {
                 return Err(Error::corrupt(format!(
@@ -591,51 +635,62 @@ impl Manifest {
                     t.name
                 )));
             }
-            if let Some(base) = p.base() {
-                if base.start < self.base_header_len
-                    || base.end > self.base_size
-                    || base.end < base.start
-                {
+            if let Some(base_start) = p.source.base_start() {
+                let inside = base_start
+                    .checked_add(p.len)
+                    .is_some_and(|base_end| base_end <= self.base_size);
+                if base_start < self.base_header_len || !inside {
                     return Err(Error::corrupt(format!(
                         "piece {i} reads outside the base's tensor data"
                     )));
                 }
             }
             if let Some(b) = p.source.blob() {
-                if b as usize >= self.blobs.len() {
+                let Some(need) = blob_need.get_mut(b as usize) else {
                     return Err(Error::corrupt(format!(
                         "piece {i} names a blob that does not exist"
                     )));
-                }
+                };
+                *need = (*need).max(p.len);
             }
             cursor = end;
         }
         if cursor != self.target_size {
             return Err(Error::corrupt("pieces do not cover the whole target"));
         }
+        for (i, (b, &need)) in self.blobs.iter().zip(&blob_need).enumerate() {
+            if b.len > max_blob_len(need) {
+                return Err(Error::corrupt(format!(
+                    "blob {i} is {} bytes, more than a {need}-byte piece can need",
+                    b.len
+                )));
+            }
+        }
 
-        let mut piece = 0usize;
+        let mut piece = 0u64;
         let mut out = model.header_len;
         for (i, c) in self.chunks.iter().enumerate() {
-            let range = c.pieces();
-            if c.first_piece as usize != piece
-                || c.piece_count == 0
-                || range.end > self.pieces.len()
+            let end = c.first_piece as u64 + c.piece_count as u64;
+            if c.first_piece as u64 != piece || c.piece_count == 0 || end > self.pieces.len() as u64
             {
                 return Err(Error::corrupt(format!(
                     "chunk {i} does not continue the piece table"
                 )));
             }
-            let len: u64 = self.pieces[range.clone()].iter().map(|p| p.len).sum();
+            // Within the piece table, so each bound fits in usize; pieces are at most 64 MiB.
+            let len: u64 = self.pieces[piece as usize..end as usize]
+                .iter()
+                .map(|p| p.len)
+                .sum();
             if c.out_start != out || c.out_len != len || len > MAX_CHUNK_LEN {
                 return Err(Error::corrupt(format!(
                     "chunk {i} has the wrong output range"
                 )));
             }
-            piece = range.end;
+            piece = end;
             out += len;
         }
-        if piece != self.pieces.len() {
+        if piece != self.pieces.len() as u64 {
             return Err(Error::corrupt("chunks do not cover every piece"));
         }
         // Blobs are stored in order of first use, so a streaming decoder finds each blob at or

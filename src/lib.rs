@@ -67,7 +67,11 @@ pub fn rebuild_in_memory(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         match machine.poll()? {
-            Step::NeedDelta => return Err(Error::invalid("internal: the whole delta was given")),
+            Step::NeedDelta => {
+                return Err(Error::internal(
+                    "the machine asked for more delta after the whole delta was given",
+                ))
+            }
             Step::NeedBase(r) => {
                 let bytes = base.get(r.start as usize..r.end as usize).ok_or_else(|| {
                     Error::wrong_base(format!(

@@ -190,6 +190,10 @@ pub struct RebuildOptions {
     /// chunk is checked against its blake3 either way, so every byte is verified without it;
     /// this re-derives the hub's sha256 independently.
     pub full_hash: bool,
+    /// The sha256 the output must have (the hub's LFS oid): a delta that promises another file
+    /// fails with [`crate::ErrorCode::UnexpectedTarget`] before anything is decoded, and the
+    /// whole output is hashed and compared. Needs `full_hash`.
+    pub expect_sha256: Option<[u8; 32]>,
 }
 
 impl Default for RebuildOptions {
@@ -197,6 +201,7 @@ impl Default for RebuildOptions {
         RebuildOptions {
             threads: None,
             full_hash: true,
+            expect_sha256: None,
         }
     }
 }
@@ -224,6 +229,14 @@ pub fn rebuild_mapped(
 ) -> Result<Summary> {
     let plan = &delta.plan;
     let m = &plan.manifest;
+    if let Some(expected) = &options.expect_sha256 {
+        if !options.full_hash {
+            return Err(Error::invalid(
+                "an expected sha256 needs the whole-file hash (do not turn it off)",
+            ));
+        }
+        crate::rebuild::check_expected(&m.target_sha256, expected)?;
+    }
     let header = base.get(..m.base_header_len as usize).unwrap_or(base);
     plan.check_base(Some(base.len() as u64), header)?;
 
@@ -255,6 +268,7 @@ pub fn rebuild_mapped(
                 size: m.target_size,
                 sha256: hex(&m.target_sha256),
                 blake3: hex(&m.target_blake3),
+                full_hash_checked: false,
             };
             if let (Some(sha), Some(blake)) = (sha, blake) {
                 let sha: [u8; 32] = sha.finalize().into();
@@ -268,6 +282,7 @@ pub fn rebuild_mapped(
                 }
                 summary.sha256 = hex(&sha);
                 summary.blake3 = blake.to_hex().to_string();
+                summary.full_hash_checked = true;
             }
             Ok(summary)
         });
@@ -320,7 +335,7 @@ pub fn rebuild_mapped(
         drop(chunks_tx);
         let result = writer
             .join()
-            .map_err(|_| Error::invalid("the output thread panicked"))?;
+            .map_err(|_| Error::internal("the output thread panicked"))?;
         if let Ok(spare) = spare_rx.lock() {
             for buf in spare.try_iter() {
                 return_buffer(buf);
@@ -359,13 +374,13 @@ fn with_decoder<T>(f: impl FnOnce(&mut BlobDecoder) -> Result<T>) -> Result<T> {
     DECODER.with(|cell| {
         let mut slot = cell
             .try_borrow_mut()
-            .map_err(|_| Error::invalid("decoder re-entered"))?;
+            .map_err(|_| Error::internal("decoder re-entered"))?;
         if slot.is_none() {
             *slot = Some(BlobDecoder::new()?);
         }
         match slot.as_mut() {
             Some(dec) => f(dec),
-            None => Err(Error::invalid("no decoder")),
+            None => Err(Error::internal("no decoder")),
         }
     })
 }
@@ -420,7 +435,7 @@ pub fn rebuild_to_file(
         )?);
         Ok(())
     })?;
-    summary.ok_or_else(|| Error::invalid("internal: no summary"))
+    summary.ok_or_else(|| Error::internal("no summary"))
 }
 
 /// Rebuilds only output bytes `range` (decoding just the chunks that cover it).

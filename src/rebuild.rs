@@ -39,8 +39,18 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl Plan {
-    /// Prepares a parsed manifest.
+    /// Prepares a manifest, checking it first ([`Manifest::validate`]): one built by hand is
+    /// held to the same invariants as one parsed from a delta.
     pub fn new(manifest: Manifest, payload_offset: u64) -> Result<Plan> {
+        manifest.validate()?;
+        Plan::prepare(manifest, payload_offset)
+    }
+
+    /// Prepares a manifest already validated.
+    fn prepare(manifest: Manifest, payload_offset: u64) -> Result<Plan> {
+        if payload_offset.checked_add(manifest.payload_len).is_none() {
+            return Err(Error::corrupt("the delta's length overflows"));
+        }
         let model = manifest.target_model()?;
         let mut piece_word = Vec::with_capacity(manifest.pieces.len());
         let mut t = 0usize;
@@ -86,7 +96,7 @@ impl Plan {
             )));
         }
         let manifest = Manifest::parse(&bytes[PREAMBLE_LEN as usize..end as usize])?;
-        Plan::new(manifest, end)
+        Plan::prepare(manifest, end)
     }
 
     /// Total length of the delta this plan came from.
@@ -214,6 +224,20 @@ impl Plan {
     }
 }
 
+/// Fails unless the delta rebuilds the file the caller pinned.
+pub(crate) fn check_expected(promised: &[u8; 32], expected: &[u8; 32]) -> Result<()> {
+    if promised != expected {
+        return Err(Error::UnexpectedTarget {
+            what: format!(
+                "the delta rebuilds the file with sha256 {}, not the expected {}",
+                hex(promised),
+                hex(expected)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Delta bytes `r` out of `buffered`, which holds the delta from offset `offset` on.
 fn delta_bytes(buffered: &[u8], offset: u64, r: Range<u64>) -> &[u8] {
     &buffered[(r.start - offset) as usize..(r.end - offset) as usize]
@@ -260,10 +284,14 @@ pub enum Step<'a> {
 pub struct Summary {
     /// Bytes written.
     pub size: u64,
-    /// sha256 of the output, hex.
+    /// sha256 of the output, hex: computed over the bytes written when `full_hash_checked`,
+    /// else the value the delta records (every chunk was still checked against its blake3).
     pub sha256: String,
-    /// blake3 of the output, hex.
+    /// blake3 of the output, hex; computed or recorded as `sha256` is.
     pub blake3: String,
+    /// Whether `sha256` and `blake3` were computed over the output and found equal to the
+    /// delta's record, rather than copied from it.
+    pub full_hash_checked: bool,
 }
 
 enum Phase {
@@ -291,8 +319,15 @@ pub struct Rebuilder {
     plan: Option<Plan>,
     /// Blobs kept for later chunks, by index.
     kept: std::collections::BTreeMap<u32, Vec<u8>>,
+    /// The kept blobs by (last chunk using it, blob), so retiring a chunk drops the blobs it
+    /// used last without scanning every kept blob.
+    expiry: std::collections::BTreeSet<(u32, u32)>,
+    /// The base reads of the current chunk; those before `base_next` were answered.
     base_reads: Vec<Range<u64>>,
+    base_next: usize,
     base_buf: Vec<u8>,
+    /// The sha256 the caller expects of the output (the hub's LFS oid), if pinned.
+    expected_sha256: Option<[u8; 32]>,
     out: Vec<u8>,
     decoder: BlobDecoder,
     sha: sha2::Sha256,
@@ -321,8 +356,11 @@ impl Rebuilder {
             delta_ended: false,
             plan: None,
             kept: Default::default(),
+            expiry: Default::default(),
             base_reads: Vec::new(),
+            base_next: 0,
             base_buf: Vec::new(),
+            expected_sha256: None,
             out: Vec::new(),
             decoder: BlobDecoder::new()?,
             sha: sha2::Sha256::new(),
@@ -356,6 +394,25 @@ impl Rebuilder {
         }
         self.part = part;
         self.parts = parts;
+        Ok(())
+    }
+
+    /// Pins the sha256 the output must have (the hub's LFS oid): a delta whose manifest
+    /// promises another file fails with [`crate::ErrorCode::UnexpectedTarget`] before any
+    /// chunk is decoded, and the whole output is hashed and compared at the end. Needs
+    /// `verify_whole`; must be called before the first poll.
+    pub fn expect_sha256(&mut self, sha256: [u8; 32]) -> Result<()> {
+        if !self.verify_whole {
+            return Err(Error::invalid(
+                "an expected sha256 needs the whole-file hash (do not turn it off)",
+            ));
+        }
+        if !matches!(self.phase, Phase::Preamble) {
+            return Err(Error::invalid(
+                "the expected sha256 is set before the rebuild starts",
+            ));
+        }
+        self.expected_sha256 = Some(sha256);
         Ok(())
     }
 
@@ -399,8 +456,13 @@ impl Rebuilder {
         self.delta_ended = true;
     }
 
+    /// The next base read not answered yet.
+    fn pending_base(&self) -> Option<&Range<u64>> {
+        self.base_reads.get(self.base_next)
+    }
+
     fn check_base_len(&self, got: usize) -> Result<()> {
-        let Some(r) = self.base_reads.first() else {
+        let Some(r) = self.pending_base() else {
             return Err(Error::invalid(
                 "base bytes were given but none were asked for",
             ));
@@ -420,7 +482,7 @@ impl Rebuilder {
     pub fn provide_base(&mut self, bytes: &[u8]) -> Result<()> {
         self.check_base_len(bytes.len())?;
         self.base_buf.extend_from_slice(bytes);
-        self.base_reads.remove(0);
+        self.base_next += 1;
         Ok(())
     }
 
@@ -433,7 +495,7 @@ impl Rebuilder {
     ) -> Result<()> {
         self.check_base_len(len)?;
         append_with(&mut self.base_buf, len, fill)?;
-        self.base_reads.remove(0);
+        self.base_next += 1;
         Ok(())
     }
 
@@ -484,6 +546,7 @@ impl Rebuilder {
                     size: self.written,
                     sha256: String::new(),
                     blake3: String::new(),
+                    full_hash_checked: false,
                 }
             }))),
         }
@@ -519,21 +582,26 @@ impl Rebuilder {
                         return Ok(Some(Advance::NeedDelta));
                     }
                     let plan = Plan::from_delta_head(&self.buffered()[..payload_offset as usize])?;
+                    if let Some(expected) = self.expected_sha256 {
+                        check_expected(&plan.manifest.target_sha256, &expected)?;
+                    }
                     self.consume_to(payload_offset);
-                    self.base_reads = vec![plan.base_header_range()];
+                    let header = plan.base_header_range();
+                    self.base_reads = vec![header.clone()];
+                    self.base_next = 0;
                     self.base_buf.clear();
                     self.plan = Some(plan);
                     self.phase = Phase::BaseHeader;
-                    return Ok(Some(Advance::NeedBase(self.base_reads[0].clone())));
+                    return Ok(Some(Advance::NeedBase(header)));
                 }
                 Phase::BaseHeader => {
-                    if let Some(r) = self.base_reads.first() {
+                    if let Some(r) = self.pending_base() {
                         return Ok(Some(Advance::NeedBase(r.clone())));
                     }
                     let plan = self
                         .plan
                         .as_ref()
-                        .ok_or_else(|| Error::invalid("no plan"))?;
+                        .ok_or_else(|| Error::internal("no plan"))?;
                     plan.check_base(self.base_len, &self.base_buf)?;
                     self.phase = Phase::Header;
                     if self.part != 0 {
@@ -552,7 +620,7 @@ impl Rebuilder {
                     let plan = self
                         .plan
                         .as_ref()
-                        .ok_or_else(|| Error::invalid("no plan"))?;
+                        .ok_or_else(|| Error::internal("no plan"))?;
                     if index == plan.manifest.chunks.len() {
                         let end = plan.delta_len();
                         let buffered = self.input_offset + self.buffered().len() as u64;
@@ -568,7 +636,7 @@ impl Rebuilder {
                         self.finish()?;
                         continue;
                     }
-                    if let Some(r) = self.base_reads.first() {
+                    if let Some(r) = self.pending_base() {
                         return Ok(Some(Advance::NeedBase(r.clone())));
                     }
                     let out_start = plan.manifest.chunks[index].out_start;
@@ -600,6 +668,7 @@ impl Rebuilder {
 
     fn start_chunk(&mut self, index: usize) {
         self.base_buf.clear();
+        self.base_next = 0;
         self.base_reads = match &self.plan {
             Some(plan) if index < plan.manifest.chunks.len() && self.selected(index) => {
                 plan.manifest.base_reads(index)
@@ -613,7 +682,7 @@ impl Rebuilder {
         let plan = self
             .plan
             .as_ref()
-            .ok_or_else(|| Error::invalid("no plan"))?;
+            .ok_or_else(|| Error::internal("no plan"))?;
         let new = plan.new_blobs[index].clone();
         let (input, input_offset) = (&self.input[self.input_head..], self.input_offset);
         let kept = &self.kept;
@@ -648,18 +717,18 @@ impl Rebuilder {
         };
         let new = plan.new_blobs[index].clone();
         for b in new.clone() {
-            if plan.last_use[b as usize] as usize > index {
+            let last = plan.last_use[b as usize];
+            if last as usize > index {
                 let bytes = delta_bytes(self.buffered(), self.input_offset, plan.blob_range(b));
                 self.kept.insert(b, bytes.to_vec());
+                self.expiry.insert((last, b));
             }
         }
-        let dead: Vec<u32> = self
-            .kept
-            .keys()
-            .copied()
-            .filter(|&b| plan.last_use[b as usize] as usize <= index)
-            .collect();
-        for b in dead {
+        while let Some(&(last, b)) = self.expiry.first() {
+            if last as usize > index {
+                break;
+            }
+            self.expiry.pop_first();
             self.kept.remove(&b);
         }
         if !new.is_empty() {
@@ -672,12 +741,13 @@ impl Rebuilder {
         let plan = self
             .plan
             .as_ref()
-            .ok_or_else(|| Error::invalid("no plan"))?;
+            .ok_or_else(|| Error::internal("no plan"))?;
         let m = &plan.manifest;
         let mut summary = Summary {
             size: self.written,
             sha256: hex(&m.target_sha256),
             blake3: hex(&m.target_blake3),
+            full_hash_checked: false,
         };
         if self.verify_whole {
             let sha: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
@@ -693,6 +763,8 @@ impl Rebuilder {
                 )));
             }
             summary.sha256 = hex(&sha);
+            summary.blake3 = blake.to_hex().to_string();
+            summary.full_hash_checked = true;
         }
         self.summary = Some(summary);
         self.phase = Phase::Finished;

@@ -435,7 +435,7 @@ impl OutputInto {
 
 enum Next {
     Chunk(Uint8Array),
-    End,
+    End(crate::Summary),
 }
 
 impl Run {
@@ -507,7 +507,7 @@ impl Run {
                 }
                 Want::Done(summary) => {
                     self.report(Some(&summary));
-                    return Ok(Next::End);
+                    return Ok(Next::End(summary));
                 }
             }
         }
@@ -562,7 +562,7 @@ pub fn rebuild(
         }
         match run.next().await {
             Ok(Next::Chunk(c)) => Some((Ok(JsValue::from(c)), run)),
-            Ok(Next::End) => None,
+            Ok(Next::End(_)) => None,
             Err(e) => {
                 run.finished = true;
                 Some((Err(e), run))
@@ -578,21 +578,11 @@ pub async fn verify(
     #[wasm_bindgen(unchecked_param_type = "RebuildOptions")] options: JsValue,
 ) -> Result<JsValue, JsValue> {
     let mut run = start_run(&options)?;
-    while let Next::Chunk(_) = run.next().await? {}
-    let summary = crate::Summary {
-        size: run.machine.written(),
-        sha256: run
-            .machine
-            .plan()
-            .map(|p| hex(&p.manifest.target_sha256))
-            .unwrap_or_default(),
-        blake3: run
-            .machine
-            .plan()
-            .map(|p| hex(&p.manifest.target_blake3))
-            .unwrap_or_default(),
-    };
-    to_json(&summary)
+    loop {
+        if let Next::End(summary) = run.next().await? {
+            return to_json(&summary);
+        }
+    }
 }
 
 async fn open_plan(delta: &Source) -> Result<Plan, JsValue> {

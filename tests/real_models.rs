@@ -58,6 +58,7 @@ fn one_thread_and_many_threads_agree() {
             RebuildOptions {
                 threads: Some(threads),
                 full_hash: false,
+                ..Default::default()
             },
             &|_| {},
             &mut |b| {

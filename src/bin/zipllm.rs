@@ -17,7 +17,8 @@ use zipllm::{EncodeOptions, Error, Result, Strategy};
     version,
     about = "Rebuild fine-tuned safetensors byte for byte from a base model plus a small delta",
     after_help = "Exit status: 0 ok, 1 I/O error, 2 bad arguments or inputs, 3 malformed safetensors, \
-                  4 corrupt or truncated delta, 5 unsupported delta version, 6 wrong base."
+                  4 corrupt or truncated delta, 5 unsupported delta version, 6 wrong base, \
+                  7 the delta rebuilds another file than --expect-sha256, 70 internal error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -71,6 +72,11 @@ enum Command {
         /// Skip re-hashing the whole output (sha256, blake3); every chunk is still checked.
         #[arg(long)]
         no_full_hash: bool,
+        /// The sha256 the rebuilt file must have (the hub's LFS oid, 64 hex digits): a delta for
+        /// another file is refused before anything is decoded, and the output is hashed and
+        /// compared. Cannot be combined with --no-full-hash.
+        #[arg(long, value_name = "HEX", conflicts_with = "no_full_hash")]
+        expect_sha256: Option<String>,
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
@@ -88,6 +94,11 @@ enum Command {
         /// Skip re-hashing the whole output (sha256, blake3); every chunk is still checked.
         #[arg(long)]
         no_full_hash: bool,
+        /// The sha256 the rebuilt file must have (the hub's LFS oid, 64 hex digits): a delta for
+        /// another file is refused before anything is decoded, and the output is hashed and
+        /// compared. Cannot be combined with --no-full-hash.
+        #[arg(long, value_name = "HEX", conflicts_with = "no_full_hash")]
+        expect_sha256: Option<String>,
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
@@ -249,6 +260,7 @@ fn run(command: Command) -> Result<()> {
             output,
             threads,
             no_full_hash,
+            expect_sha256,
             json,
         } => {
             let total = DeltaFile::open(&delta)?.plan.manifest.target_size;
@@ -257,6 +269,7 @@ fn run(command: Command) -> Result<()> {
             let options = native::RebuildOptions {
                 threads,
                 full_hash: !no_full_hash,
+                expect_sha256: expect_sha256.as_deref().map(parse_sha256).transpose()?,
             };
             let summary = native::rebuild_to_file(&base, &delta, &output, options, &|n| pb.inc(n))?;
             pb.finish_and_clear();
@@ -267,6 +280,7 @@ fn run(command: Command) -> Result<()> {
             delta,
             threads,
             no_full_hash,
+            expect_sha256,
             json,
         } => {
             let total = DeltaFile::open(&delta)?.plan.manifest.target_size;
@@ -275,6 +289,7 @@ fn run(command: Command) -> Result<()> {
             let options = native::RebuildOptions {
                 threads,
                 full_hash: !no_full_hash,
+                expect_sha256: expect_sha256.as_deref().map(parse_sha256).transpose()?,
             };
             let summary = native::rebuild(&base, &delta, options, &|n| pb.inc(n), &mut |_| Ok(()))?;
             pb.finish_and_clear();
@@ -442,18 +457,39 @@ fn pick_base(dir: &Path, target: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Parses a sha256 given in hex (the hub's LFS oid).
+fn parse_sha256(hex: &str) -> Result<[u8; 32]> {
+    let bad = || Error::InvalidInput {
+        what: format!("--expect-sha256 takes 64 hex digits, not `{hex}`"),
+    };
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
 fn report_rebuild(output: Option<&Path>, s: &zipllm::Summary, started: Instant, json: bool) {
     let secs = started.elapsed().as_secs_f64();
     if json {
         println!(
             "{}",
             json!({"output": output, "bytes": s.size, "sha256": s.sha256, "blake3": s.blake3,
-                   "verified": true, "seconds": secs})
+                   "verified": true, "full_hash_checked": s.full_hash_checked, "seconds": secs})
         );
     } else {
         let what = output.map_or("verified".to_string(), |p| format!("{}:", p.display()));
+        let how = if s.full_hash_checked {
+            "verified"
+        } else {
+            "as recorded (every chunk verified, the whole file not re-hashed)"
+        };
         println!(
-            "{what} {} bytes, sha256 {} verified in {:.2} s ({:.0} MB/s)",
+            "{what} {} bytes, sha256 {} {how} in {:.2} s ({:.0} MB/s)",
             s.size,
             s.sha256,
             secs,
