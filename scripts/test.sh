@@ -19,6 +19,6 @@ for features in wasm wasm,zstd-c; do
   WASM_BINDGEN_TEST_TIMEOUT=300 PATH="$PWD/node_modules/.bin:$PATH" RUSTFLAGS="-C target-feature=+simd128" \
     CC_wasm32_unknown_unknown=clang AR_wasm32_unknown_unknown=llvm-ar \
     wasm-pack test --mode no-install --headless --chrome --chromedriver /usr/bin/chromedriver \
-    --no-default-features --features "$features" --test wasm
+    --no-default-features --features "$features" --test wasm --test hostile_deltas
 done
 node --test --test-timeout=900000 js/test/*.test.mjs

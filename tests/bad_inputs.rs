@@ -360,6 +360,77 @@ fn cli_exit_codes_and_no_partial_output() {
     assert_eq!(v["tensors"], 1);
 }
 
+#[test]
+fn cli_expect_sha256_pins_the_output() {
+    let exe = env!("CARGO_BIN_EXE_zipllm");
+    let dir = tempfile::tempdir().unwrap();
+    let (base, tuned, delta) = pair();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("base.safetensors"), &base).unwrap();
+    std::fs::write(p("delta.zld"), &delta).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(exe)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let sha = sha256_hex(&tuned);
+    let decode = |expect: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "decode",
+            "--base",
+            "base.safetensors",
+            "delta.zld",
+            "-o",
+            out,
+            "--json",
+            "--expect-sha256",
+            expect,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+
+    let ok = decode(&sha, "ok.safetensors", &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["sha256"], sha);
+    assert_eq!(v["full_hash_checked"], true);
+    assert_eq!(std::fs::read(p("ok.safetensors")).unwrap(), tuned);
+
+    let mut other = sha.clone().into_bytes();
+    other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+    let other = String::from_utf8(other).unwrap();
+    let wrong = decode(&other, "wrong.safetensors", &[]);
+    assert_eq!(wrong.status.code(), Some(7));
+    let v: serde_json::Value = serde_json::from_slice(&wrong.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "UNEXPECTED_TARGET");
+    assert!(!p("wrong.safetensors").exists());
+
+    let not_hex = decode("xyz", "bad.safetensors", &[]);
+    assert_eq!(not_hex.status.code(), Some(2));
+    let both = decode(&sha, "both.safetensors", &["--no-full-hash"]);
+    assert_eq!(both.status.code(), Some(2));
+
+    // Without the whole-file hash, the report says the sha256 is the delta's record.
+    let quick = run(&[
+        "verify",
+        "--base",
+        "base.safetensors",
+        "delta.zld",
+        "--no-full-hash",
+        "--json",
+    ]);
+    assert!(quick.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&quick.stdout).unwrap();
+    assert_eq!(v["full_hash_checked"], false);
+}
+
 /// The zstd decoder round-trips every shape of stream the planes make, and corrupt frames are
 /// errors or bytes (the chunk checksums judge those), never a crash.
 #[test]
