@@ -57,7 +57,14 @@ pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Sen
     Ok(thread_pool(threads)?.install(f))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, renamed at the end.
+/// Writes the output of `write` to `path` atomically: into a new temporary file
+/// `.zipllm-XXXXXXXXXXXX.part` in the same folder (created like any new file, so on unix its mode
+/// is 0666 less the umask), flushed and fsynced, then renamed over `path`, and on unix the folder
+/// fsynced so the rename itself is durable. If `write` or any step up to the rename fails (or
+/// `write` panics), the temporary file is removed and `path` is left as it was: absent, or the
+/// previous file untouched. An error fsyncing the folder (other than from a filesystem that
+/// does not sync folders) comes after the rename: the new file is then complete at `path`, but
+/// its durability is not guaranteed, and the error is returned.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
@@ -66,29 +73,112 @@ pub fn write_atomically(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".zipllm-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
+    let mut tmp = Temporary::create_in(dir)?;
+    let write_err = |e| Error::io(format!("writing {}", path.display()), e);
     {
-        let mut w = std::io::BufWriter::with_capacity(8 << 20, tmp.as_file());
+        let mut w = std::io::BufWriter::with_capacity(8 << 20, tmp.file()?);
         write(&mut w)?;
-        w.flush()
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        w.flush().map_err(write_err)?;
     }
-    // Temporary files are created private; the result is an ordinary file.
+    tmp.file()?.sync_all().map_err(write_err)?;
+    tmp.rename_to(path)?;
+    sync_dir(dir)
+}
+
+/// A new temporary file, closed and removed when dropped unless renamed into place.
+struct Temporary {
+    file: Option<File>,
+    path: std::path::PathBuf,
+    renamed: bool,
+}
+
+impl Temporary {
+    /// Creates `.zipllm-XXXXXXXXXXXX.part` in `dir` under a name no other file has
+    /// (`create_new`: an existing file, or a symlink planted there, is never opened).
+    fn create_in(dir: &Path) -> Result<Temporary> {
+        use std::hash::{BuildHasher, Hasher};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let failed = |e| Error::io(format!("creating a temporary file in {}", dir.display()), e);
+        let mut taken = 0;
+        loop {
+            // RandomState's keys are random per process and differ per instance; with the
+            // process id, a counter and the time, names from this and other processes differ.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+            if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                h.write_u128(t.as_nanos());
+            }
+            let path = dir.join(format!(".zipllm-{:012x}.part", h.finish() >> 16));
+            // Mode 0666 on unix (std's default), less the umask: an ordinary new file.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(Temporary {
+                        file: Some(file),
+                        path,
+                        renamed: false,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && taken < 64 => taken += 1,
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+
+    fn file(&self) -> Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| Error::internal("the temporary file is closed"))
+    }
+
+    /// Closes the file (Windows renames no open file) and renames it to `dest`.
+    fn rename_to(&mut self, dest: &Path) -> Result<()> {
+        drop(self.file.take());
+        std::fs::rename(&self.path, dest).map_err(|e| {
+            Error::io(
+                format!("renaming {} to {}", self.path.display(), dest.display()),
+                e,
+            )
+        })?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        // Closed first: Windows deletes no open file.
+        drop(self.file.take());
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Fsyncs folder `dir` so a rename in it is durable (unix). Filesystems that cannot sync a
+/// folder say so with EINVAL (or ENOSYS): that is not an error; every other failure is.
+/// Elsewhere a no-op: Windows has no folder fsync through std (NTFS journals renames).
+fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+        use std::io::ErrorKind;
+        let synced = File::open(dir).and_then(|d| d.sync_all());
+        if let Err(e) = synced {
+            if !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Unsupported) {
+                return Err(Error::io(
+                    format!("syncing the folder {}", dir.display()),
+                    e,
+                ));
+            }
+        }
     }
-    tmp.persist(path).map_err(|e| {
-        Error::io(
-            format!("renaming the output to {}", path.display()),
-            e.error,
-        )
-    })?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
