@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the npm package `zipllm` into pkg/: one wasm build, bound for three targets
 # (pkg/web: browsers and edge workers, ES module with init(); pkg/node: Node, CommonJS;
-# pkg/bundler: bundlers), plus a package.json whose conditional exports pick the right one.
+# pkg/bundler: bundlers, the web build initialized on import), each behind the wrapper in
+# js/wrapper/, plus a package.json whose conditional exports pick the right one.
 # Installs what it needs (wasm32 target, wasm-bindgen-cli at the pinned version, wasm-pack,
 # npm dev packages) when missing.
 set -euo pipefail
@@ -33,16 +34,31 @@ if [ "${ZIPLLM_WASM_ZSTD:-c}" = c ]; then
   FEATURES=$FEATURES,zstd-c
 fi
 OUT=${ZIPLLM_PKG:-pkg}
-for target in web nodejs bundler; do
+rm -rf "$OUT/web" "$OUT/node" "$OUT/bundler"
+# The bundler build is the web build loaded on import (top-level await), since wasm-bindgen's
+# bundler glue cannot make a fresh instance after a panic: it has no WebAssembly.Module.
+for target in web nodejs; do
   dir=${target/nodejs/node}
   wasm-pack --quiet build --mode no-install --release --target "$target" --out-dir "$OUT/$dir" \
     --out-name zipllm --no-pack . -- --no-default-features --features "$FEATURES"
   rm -f "$OUT/$dir/.gitignore"
   # Imports of anything but the bindings would be unresolved C symbols (a gcc-built zstd).
   node -e "const m=new WebAssembly.Module(require('fs').readFileSync('$OUT/$dir/zipllm_bg.wasm'));
-    const bad=WebAssembly.Module.imports(m).filter(i=>!i.module.includes('zipllm_bg')&&i.module!=='__wbindgen_placeholder__');
+    const bad=WebAssembly.Module.imports(m).filter(i=>!i.module.includes('zipllm_bg')&&i.module!=='__wbindgen_placeholder__'&&i.module!=='wbg');
     if(bad.length){console.error('unresolved wasm imports:',bad);process.exit(1)}"
+  # The generated glue is internal: the wrapper (js/wrapper/api.js inlined into the target's
+  # shell) gives the package its API, its error handling and its hand-written types.
+  mv "$OUT/$dir/zipllm.js" "$OUT/$dir/zipllm_glue.js"
+  rm -f "$OUT/$dir/zipllm.d.ts" "$OUT/$dir/zipllm_bg.wasm.d.ts"
+  grep -q __wbg_reset_state "$OUT/$dir/zipllm_glue.js" \
+    || { echo "build-wasm: the $dir glue has no reinit machinery (wasm_bindgen::handler::schedule_reinit)" >&2; exit 1; }
+  sed -e '/^\/\/ @API@$/{' -e 'r js/wrapper/api.js' -e 'd' -e '}' "js/wrapper/$dir.js" > "$OUT/$dir/zipllm.js"
+  cp js/wrapper/zipllm.d.ts "$OUT/$dir/zipllm.d.ts"
 done
+cat js/wrapper/init.d.ts >> "$OUT/web/zipllm.d.ts"
+mkdir -p "$OUT/bundler"
+cp js/wrapper/bundler.js "$OUT/bundler/zipllm.js"
+cp js/wrapper/zipllm.d.ts "$OUT/bundler/zipllm.d.ts"
 echo '{ "type": "commonjs" }' > "$OUT/node/package.json"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 sed "s/@VERSION@/$VERSION/" js/npm-package.json > "$OUT/package.json"

@@ -227,7 +227,7 @@ async function getModel(path) {
     }
     const timeToModel = at();
     const v = id.verdicts.find((x) => x.candidate === id.best);
-    steps.fp(`${mb(id.fingerprintBytes)} read; ${id.best}: ${v.verdict}, bit distance ${v.normalized_distance.toFixed(3)} (threshold ${v.threshold}); ${id.verdicts.length} compared; at ${ms(t.identify)}`);
+    steps.fp(`${mb(id.fingerprintBytes)} read; ${id.best}: ${v.verdict}, bit distance ${v.normalizedDistance.toFixed(3)} (threshold ${v.threshold}); ${id.verdicts.length} compared; at ${ms(t.identify)}`);
     steps.base?.(`${mb(baseDownloaded)}, at ${ms(t.base)}`);
     const early = id.best === guess ? ' (started with the fingerprint, on the cached base the match then confirmed)' : '';
     steps.rebuild?.(`${mb(r.deltaBytes)} fetched, ${mb(r.size)} rebuilt, sha256 checked in ${ms(r.verifyMs)}, at ${ms(timeToModel)}${early}`);

@@ -227,7 +227,7 @@ const ops = {
     const usable = (v) => v.verdict === 'related' && entry.deltas[v.candidate];
     let verdicts = local.length ? await zipllm.matchFamily(fp, local) : [];
     if (!verdicts.some(usable) && others.length) verdicts = [...verdicts, ...(await zipllm.matchFamily(fp, others))];
-    return { verdicts, best: verdicts.find(usable)?.candidate ?? null, fingerprintBytes: fp.bytes_read };
+    return { verdicts, best: verdicts.find(usable)?.candidate ?? null, fingerprintBytes: fp.bytesRead };
   },
 
   /**

@@ -63,7 +63,7 @@ test('fingerprintRemote reads at most 1% and 2 MiB, and matchFamily picks the ba
   const fp = await zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`);
   assert.ok(stats.bytes <= size / 100, `served ${stats.bytes} of ${size}`);
   assert.ok(stats.bytes <= 2 * 1024 * 1024);
-  assert.equal(stats.bytes, fp.bytes_read);
+  assert.equal(stats.bytes, fp.bytesRead);
   assert.ok(stats.requests < 150, `${stats.requests} requests`);
   console.log(`fingerprintRemote: ${stats.bytes} bytes in ${stats.requests} requests`);
   assert.equal(fp.tensors.length, 104);
@@ -81,8 +81,8 @@ test('fingerprintRemote reads at most 1% and 2 MiB, and matchFamily picks the ba
     ['random-init', 'unrelated'],
     ['minilm-fp32', 'incompatible'],
   ]);
-  assert.ok(verdicts[0].normalized_distance < 0.1);
-  assert.ok(verdicts[1].normalized_distance > 0.3);
+  assert.ok(verdicts[0].normalizedDistance < 0.1);
+  assert.ok(verdicts[1].normalizedDistance > 0.3);
   assert.match(verdicts[2].reason, /dtype mismatch/);
   // A fingerprint survives structured cloning (to a worker, IndexedDB).
   const again = await zipllm.matchFamily(structuredClone(fp), [bf16]);
@@ -93,7 +93,7 @@ test('fingerprintRemote with a smaller budget reads less, in fewer requests, and
   const stats = count();
   const fp = await zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`, { maxBytes: 64 * 1024, concurrency: 4 });
   assert.ok(stats.bytes <= 64 * 1024, `served ${stats.bytes}`);
-  assert.equal(stats.bytes, fp.bytes_read);
+  assert.equal(stats.bytes, fp.bytesRead);
   assert.ok(stats.requests <= 16, `${stats.requests} requests`);
   const [best] = await zipllm.matchFamily(fp, [{ name: 'minilm-bf16', source: await fs.openAsBlob(BASE_BF16) }, { name: 'random-init', source: randomInit(fs.readFileSync(BASE_BF16)) }]);
   assert.equal(best.candidate, 'minilm-bf16');

@@ -46,7 +46,7 @@ test('rebuilding a 5 GiB model keeps wasm memory under 64 MiB', { timeout: 15 * 
   assert.equal(sha.digest('hex'), last.sha256);
   await handle.close();
   const report = await zipllm.inspect(await fs.openAsBlob(DELTA));
-  assert.equal(report.target_sha256, last.sha256);
+  assert.equal(report.targetSha256, last.sha256);
   console.log(`5 GiB rebuild: ${size} bytes, peak wasm memory ${(peak / 2 ** 20).toFixed(1)} MiB`);
   assert.ok(peak <= LIMIT, `wasm memory reached ${peak} bytes`);
 });

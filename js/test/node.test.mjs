@@ -207,9 +207,9 @@ test('verify, inspect, hashFile and hashTensors', async () => {
   const summary = await zipllm.verify({ base, delta: delta.stream() });
   assert.equal(summary.sha256, FT_A_SHA256);
   const report = await zipllm.inspect(delta);
-  assert.equal(report.target_sha256, FT_A_SHA256);
+  assert.equal(report.targetSha256, FT_A_SHA256);
   assert.equal(report.tensors, 104);
-  assert.ok(report.by_method['diff+sparse-planes'].count > 0);
+  assert.ok(report.byMethod['diff+sparse-planes'].count > 0);
   const file = await zipllm.hashFile(base.stream());
   assert.equal(file.sha256, crypto.createHash('sha256').update(fs.readFileSync(BASE)).digest('hex'));
   const tensors = await zipllm.hashTensors(base);
