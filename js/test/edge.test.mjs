@@ -1,8 +1,9 @@
 // The edge worker (www/edge/worker.mjs) in Cloudflare's workerd through miniflare, with the
 // hub in a local R2 bucket: full GET byte-exact, Range GETs, ETag, and errors — a wrong base and
 // a corrupt delta give a 5xx with a JSON body or an aborted response, never a complete-looking
-// 200. A model larger than an isolate's 128 MB is served from an HTTP origin binding with
-// bounded memory.
+// 200. A panic in the module is a JSON 500 with code INTERNAL, and the next request is served by
+// the same cached module. A model larger than an isolate's 128 MB is served from an HTTP origin
+// binding with bounded memory.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -24,9 +25,9 @@ let catalog;
 let mf;
 let ft;
 
-const workerOptions = (bindings) => ({
+const workerOptions = (bindings, script = 'www/edge/worker.mjs') => ({
   modules: true,
-  scriptPath: path.join(root, 'www/edge/worker.mjs'),
+  scriptPath: path.join(root, script),
   modulesRoot: root,
   modulesRules: [
     { type: 'ESModule', include: ['**/*.js', '**/*.mjs'] },
@@ -48,7 +49,8 @@ before(async () => {
   catalog.files['wrong-base/model.bf16.safetensors'] = { ...catalog.files[FT], deltas: { 'other/base.safetensors': catalog.files[FT].deltas[BASE] } };
   catalog.files['corrupt/model.bf16.safetensors'] = { ...catalog.files[FT], deltas: { [BASE]: { path: 'corrupt/model.bf16.safetensors.zld', size: bad.length } } };
 
-  mf = new Miniflare(workerOptions({ r2Buckets: ['MODELS'], bindings: { STATS: 'on' } }));
+  // The worker behind a shell that can arm the package's test hook (a request header).
+  mf = new Miniflare(workerOptions({ r2Buckets: ['MODELS'], bindings: { STATS: 'on' } }, 'js/test/edge/panic-worker.mjs'));
   const bucket = await mf.getR2Bucket('MODELS');
   const objects = {
     'catalog.json': Buffer.from(JSON.stringify(catalog)),
@@ -185,6 +187,22 @@ test('a delta corrupted past the first chunk aborts the response: never a comple
   }
   assert.equal(refused?.status, 500);
   assert.equal((await refused.json()).error, 'CORRUPT_DELTA');
+});
+
+test('a panic in the module is a JSON 500 with code INTERNAL; the next request on the same instance succeeds', async () => {
+  const r = await mf.dispatchFetch(`http://edge/${FT}`, { headers: { 'x-zipllm-test-panic': 'rebuild' } });
+  assert.equal(r.status, 500);
+  assert.match(r.headers.get('content-type'), /json/);
+  const body = await r.json();
+  assert.equal(body.error, 'INTERNAL');
+  assert.match(body.message, /panicked at .*a panic on purpose/s);
+  for (const headers of [{}, { Range: 'bytes=20000000-20000999' }]) {
+    const ok = await mf.dispatchFetch(`http://edge/${FT}`, { headers });
+    assert.equal(ok.status, headers.Range ? 206 : 200);
+    const bytes = Buffer.from(await ok.arrayBuffer());
+    if (headers.Range) assert.ok(bytes.equals(ft.subarray(20000000, 20001000)));
+    else assert.equal(sha256(bytes), catalog.files[FT].sha256);
+  }
 });
 
 test('a model larger than an isolate (512 MiB) streams through with bounded memory', { timeout: 10 * 60 * 1000 }, async () => {
