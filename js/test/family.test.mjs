@@ -115,3 +115,22 @@ test('local fingerprint matches the remote one', async () => {
   const v = await zipllm.matchFamily(local, [await fs.openAsBlob(BASE_BF16)]);
   assert.equal(v[0].verdict, 'related');
 });
+
+test('matchFamily takes a fingerprint stored with the snake_case names of older versions', async () => {
+  const fp = await zipllm.fingerprint(await fs.openAsBlob(FT_A));
+  assert.deepEqual(Object.keys(fp).sort(), ['arch', 'bytesRead', 'fileLen', 'headerLen', 'samples', 'tensors', 'version']);
+  const snake = (v) =>
+    Array.isArray(v) ? v.map(snake)
+    : v && typeof v === 'object' && !ArrayBuffer.isView(v) ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snake(x)]))
+    : v;
+  const old = structuredClone(snake(fp));
+  assert.equal(old.file_len, fp.fileLen);
+  const bf16 = await fs.openAsBlob(BASE_BF16);
+  const [now] = await zipllm.matchFamily(fp, [bf16]);
+  const [then] = await zipllm.matchFamily(old, [bf16]);
+  assert.equal(then.verdict, 'related');
+  assert.deepEqual(then, now);
+  assert.deepEqual(Object.keys(now).sort(), ['bitDistance', 'candidate', 'confidence', 'elements', 'errorBound', 'normalizedDistance', 'overlap', 'perDtype', 'reason', 'threshold', 'verdict']);
+  assert.deepEqual(Object.keys(now.perDtype), ['BF16'], 'dtype names stay as they are');
+  assert.deepEqual(Object.keys(now.perDtype.BF16).sort(), ['bitDistance', 'elements']);
+});

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import * as zipllm from 'zipllm';
 import { safetensorsHeader } from './fixtures.mjs';
 
@@ -266,4 +267,109 @@ test('encode in wasm round-trips and is read by the same decoder', async () => {
   assert.deepEqual(out.bytes, target);
   assert.throws(() => zipllm.encode(base, new Uint8Array(4), {}), (e) => e.code === 'BAD_SAFETENSORS');
   assert.throws(() => zipllm.encode(base, target, { level: 99 }), (e) => e.code === 'INVALID_INPUT');
+});
+
+test('sizes, parts, ranges, budgets and levels must be whole numbers: anything else is INVALID_INPUT', async () => {
+  const base = fs.readFileSync(BASE);
+  const delta = fs.readFileSync(DELTA);
+  const reader = async (offset, length) => base.subarray(offset, offset + length);
+  const invalid = (e) => e.code === 'INVALID_INPUT';
+  const [b, t] = [fs.readFileSync(path.join(root, 'tests/fixtures/sample-v1/base.safetensors')), fs.readFileSync(path.join(root, 'tests/fixtures/sample-v1/target.safetensors'))];
+  for (const bad of [-1, NaN, 1.5, Infinity, -Infinity, '12', 2 ** 60]) {
+    assert.throws(() => zipllm.rebuild({ base: reader, baseSize: bad, delta }), invalid, `baseSize ${bad}`);
+    assert.throws(() => zipllm.rebuild({ base, delta, part: [bad, 2], fullHash: false }), invalid, `part [${bad}, 2]`);
+    assert.throws(() => zipllm.rebuild({ base, delta, part: [0, bad], fullHash: false }), invalid, `part [0, ${bad}]`);
+    await expectCode(zipllm.rebuildRange({ base, delta, start: bad, end: 100 }), 'INVALID_INPUT');
+    await expectCode(zipllm.rebuildRange({ base, delta, start: 0, end: bad }), 'INVALID_INPUT');
+    await expectCode(zipllm.rebuildRangeStream({ base: reader, baseSize: bad, delta }), 'INVALID_INPUT');
+    await expectCode(zipllm.fingerprintRemote('http://127.0.0.1:9/x', { maxBytes: bad }), 'INVALID_INPUT');
+    await expectCode(zipllm.fingerprintRemote('http://127.0.0.1:9/x', { concurrency: bad }), 'INVALID_INPUT');
+    assert.throws(() => zipllm.encode(b, t, { level: bad }), invalid, `level ${bad}`);
+  }
+  await expectCode(zipllm.fingerprintRemote('http://127.0.0.1:9/x', { concurrency: 0 }), 'INVALID_INPUT');
+  // The whole numbers still work, at the edges too.
+  assert.equal((await zipllm.rebuildRange({ base: reader, baseSize: base.length, delta, start: 0, end: 0 })).length, 0);
+});
+
+test('a delta shorter than its manifest says is TRUNCATED_DELTA, not WRONG_BASE', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const bytes = fs.readFileSync(DELTA);
+  const short = bytes.subarray(0, bytes.length - 1000);
+  const end = 45442040;
+  for (const delta of [new Uint8Array(short), new Blob([short])]) {
+    await expectCode(zipllm.rebuildRange({ base, delta, start: 0, end }), 'TRUNCATED_DELTA');
+    await expectCode(drain(await zipllm.rebuildRangeStream({ base, delta })), 'TRUNCATED_DELTA');
+    await expectCode(drain(zipllm.rebuild({ base, delta })), 'TRUNCATED_DELTA');
+  }
+  // A model file shorter than its header says is a bad file.
+  const model = fs.readFileSync(BASE).subarray(0, 100_000);
+  await expectCode(zipllm.fingerprint(new Uint8Array(model)), 'BAD_SAFETENSORS');
+});
+
+test('expectSha256 pins the output; verify reports what it computed', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const delta = await fs.openAsBlob(DELTA);
+  const summary = await zipllm.verify({ base, delta, expectSha256: FT_A_SHA256.toUpperCase() });
+  assert.deepEqual(Object.keys(summary).sort(), ['blake3', 'fullHashChecked', 'sha256', 'size']);
+  assert.equal(summary.sha256, FT_A_SHA256);
+  assert.equal(summary.fullHashChecked, true);
+  const unchecked = await zipllm.verify({ base, delta, fullHash: false });
+  assert.equal(unchecked.fullHashChecked, false);
+
+  let chunks = 0;
+  await expectCode(
+    (async () => {
+      for await (const _ of zipllm.rebuild({ base, delta, expectSha256: 'ab'.repeat(32) })) chunks++;
+    })(),
+    'UNEXPECTED_TARGET',
+  );
+  assert.equal(chunks, 0, 'nothing was handed out before the target was found to be another');
+  await expectCode(zipllm.verify({ base, delta, expectSha256: '00'.repeat(32) }), 'UNEXPECTED_TARGET');
+  for (const bad of ['xyz', FT_A_SHA256.slice(1), `${FT_A_SHA256.slice(0, 63)}g`, 42]) {
+    assert.throws(() => zipllm.rebuild({ base, delta, expectSha256: bad }), (e) => e.code === 'INVALID_INPUT', String(bad));
+  }
+  assert.throws(() => zipllm.rebuild({ base, delta, expectSha256: FT_A_SHA256, fullHash: false }), (e) => e.code === 'INVALID_INPUT');
+});
+
+/** Field names (not the keys of the maps listed) with an underscore, anywhere in `v`. */
+function snakeKeys(v, maps = ['byKind', 'byDtype', 'byMethod', 'perDtype'], at = '') {
+  if (Array.isArray(v)) return v.flatMap((x, i) => snakeKeys(x, maps, `${at}[${i}]`));
+  if (v === null || typeof v !== 'object' || ArrayBuffer.isView(v)) return [];
+  return Object.entries(v).flatMap(([k, x]) => [
+    ...(k.includes('_') ? [`${at}.${k}`] : []),
+    ...(maps.includes(k) ? Object.entries(x).flatMap(([kk, xx]) => snakeKeys(xx, maps, `${at}.${k}.${kk}`)) : snakeKeys(x, maps, `${at}.${k}`)),
+  ]);
+}
+
+test('every object the package returns uses camelCase field names', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const delta = await fs.openAsBlob(DELTA);
+  const report = await zipllm.inspect(delta);
+  assert.equal(report.targetBytes, 45442040);
+  assert.ok(report.byDtype.BF16.count > 0, 'map keys are kept as they are');
+  const progress = [];
+  const objects = {
+    inspect: report,
+    describe: await zipllm.describe(delta),
+    verify: await zipllm.verify({ base, delta, onProgress: (p) => progress.push(p) }),
+    progress,
+    hashTensors: await zipllm.hashTensors(new Uint8Array(fs.readFileSync(path.join(root, 'tests/fixtures/sample-v1/base.safetensors')))),
+    fingerprint: await zipllm.fingerprint(base),
+  };
+  assert.deepEqual(snakeKeys(objects), []);
+});
+
+test('require("zipllm") works from CommonJS, and each export condition has its own types', () => {
+  const r = spawnSync(process.execPath, ['-e', 'const z = require("zipllm"); console.log(typeof z.rebuild, z.formatVersion(), typeof z.default)'], { cwd: root, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'function 1 undefined');
+  const pkg = path.join(root, 'node_modules/zipllm');
+  const manifest = JSON.parse(fs.readFileSync(path.join(pkg, 'package.json'), 'utf8'));
+  for (const [condition, target] of Object.entries(manifest.exports['.'])) {
+    assert.ok(fs.existsSync(path.join(pkg, target.types)), `${condition}: ${target.types}`);
+    assert.ok(fs.existsSync(path.join(pkg, target.default)), `${condition}: ${target.default}`);
+    const types = fs.readFileSync(path.join(pkg, target.types), 'utf8');
+    assert.equal(/export default function init/.test(types), condition === 'workerd', `${condition}: init is for the web build alone`);
+    assert.match(types, /export function rebuild\(options: RebuildOptions\): ReadableStream<Uint8Array>;/);
+  }
 });
