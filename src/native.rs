@@ -563,15 +563,42 @@ pub fn rebuild_range(base: &Path, delta: &Path, range: Range<u64>) -> Result<Vec
 
 /// Reads `len` bytes at `offset` of an open file.
 fn read_at(file: &File, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, offset).map_err(|e| {
-        Error::io(
-            format!("reading {} bytes at {offset} of {}", len, path.display()),
-            e,
-        )
-    })?;
+    let what = || format!("reading {len} bytes at {offset} of {}", path.display());
+    let n = usize::try_from(len).map_err(|_| Error::invalid(what()))?;
+    let mut buf = vec![0u8; n];
+    read_exact_at(file, &mut buf, offset).map_err(|e| Error::io(what(), e))?;
     Ok(buf)
+}
+
+/// Fills `buf` from `offset` of `file` (positioned read; on Windows and elsewhere the file's
+/// cursor moves, which nothing here relies on).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(any(unix, windows)))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read, Seek};
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
 
 /// Parses a file's safetensors header reading only the header.
