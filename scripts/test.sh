@@ -7,6 +7,9 @@ export ZIPLLM_MODELS=${ZIPLLM_MODELS:-$PWD/.cache/models}
 echo "== cargo test (release: the real-model tests decode 45-90 MB files)"
 cargo test --release --locked
 
+echo "== the library and CLI type-check for Windows and macOS (scripts/check-targets.sh)"
+bash scripts/check-targets.sh
+
 echo "== the npm package: build (wasm-pack), then its tests as users import it: Node, headless"
 echo "   Chromium (page and Web Worker), and a 5 GiB bounded-memory rebuild"
 bash scripts/setup-system.sh

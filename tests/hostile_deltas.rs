@@ -10,7 +10,6 @@ use wasm_bindgen_test::{wasm_bindgen_test as test, wasm_bindgen_test_configure};
 wasm_bindgen_test_configure!(run_in_browser);
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{build, noise, Spec};
