@@ -1,5 +1,6 @@
 // The built package in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core):
-// a page importing zipllm/web without a bundler, and a Web Worker.
+// a page importing zipllm/web without a bundler, and a Web Worker; a panic there; the bundler
+// entry as a browser runs it unbundled.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -49,4 +50,19 @@ test('a Web Worker rebuilds ft-a', async () => {
 test('a corrupt delta errors with CORRUPT_DELTA in the browser', async () => {
   const code = await page.evaluate(([b, d]) => window.zipllmTest.corrupt(b, d), [BASE, DELTA]);
   assert.equal(code, 'CORRUPT_DELTA');
+});
+
+test('a panic mid-rebuild in the page errors the stream with INTERNAL; then the module rebuilds ft-a', async () => {
+  const r = await page.evaluate(([b, d]) => window.zipllmTest.panicThenRebuild(b, d), [BASE, DELTA]);
+  assert.equal(r.code, 'INTERNAL', r.message);
+  assert.match(r.message, /a panic on purpose/);
+  assert.equal(r.sha256, FT_A_SHA256);
+  assert.deepEqual(r.escaped, []);
+});
+
+test('the bundler entry loads the wasm itself (top-level await) and rebuilds ft-a', async () => {
+  const r = await page.evaluate(([b, d]) => window.zipllmTest.bundlerEntry(b, d), [BASE, DELTA]);
+  assert.equal(r.sha256, FT_A_SHA256);
+  assert.equal(r.levels, 22);
+  assert.equal(r.init, false, 'no init to call');
 });
