@@ -222,7 +222,15 @@ fn decode_rust(
     let n = decoder
         .decode_all(frame, out)
         .map_err(|e| Error::corrupt(format!("zstd stream does not decode: {e}")))?;
-    check_len(n, out.len())
+    check_len(n, out.len())?;
+    // ruzstd reads a frame's content checksum but leaves comparing it to the caller; C zstd
+    // compares it, so both backends refuse the same frames.
+    if let Some(recorded) = decoder.get_checksum_from_data() {
+        if decoder.get_calculated_checksum() != Some(recorded) {
+            return Err(Error::corrupt("zstd frame checksum mismatch"));
+        }
+    }
+    Ok(())
 }
 
 fn check_len(got: usize, want: usize) -> Result<()> {

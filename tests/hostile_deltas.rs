@@ -492,3 +492,25 @@ fn an_expected_sha256_pins_the_output() {
         ErrorCode::InvalidInput
     );
 }
+
+#[test]
+fn both_zstd_backends_check_a_frame_checksum() {
+    // ruzstd's encoder writes content checksums; C zstd checks them when decoding, and so must
+    // the ruzstd path, or the two backends would disagree on a damaged checksum.
+    let data = noise(3000, 9).repeat(3);
+    let frame = ruzstd::encoding::compress_to_vec(
+        data.as_slice(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    assert_ne!(frame[4] & 0x04, 0, "the frame carries a checksum");
+    let mut out = vec![0u8; data.len()];
+    for mut d in [Decompressor::new().unwrap(), Decompressor::pure_rust()] {
+        d.decompress_into(&frame, &mut out).unwrap();
+        assert_eq!(out, data);
+        let mut bad = frame.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0x40;
+        let err = d.decompress_into(&bad, &mut out).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::CorruptDelta, "{err}");
+    }
+}
