@@ -104,6 +104,37 @@ test('a panic in a call made from a callback inside another call fails the outer
   await nothingEscaped();
 });
 
+test('a rebuild cancelled while it waits for the delta ends quietly', async () => {
+  const base = await fs.openAsBlob(BASE);
+  const bytes = new Uint8Array(fs.readFileSync(DELTA));
+  // The manifest arrives; the payload only once the rebuild is cancelled.
+  const manifestEnd = 24 + Number(Buffer.from(bytes.buffer).readBigUInt64LE(16)) + 32;
+  let release;
+  const gate = new Promise((r) => (release = r));
+  let sent = 0;
+  const delta = new ReadableStream({
+    async pull(controller) {
+      if (sent >= manifestEnd) await gate;
+      if (sent >= bytes.length) return controller.close();
+      const end = sent < manifestEnd ? manifestEnd : bytes.length;
+      controller.enqueue(bytes.slice(sent, end));
+      sent = end;
+    },
+  });
+  const reader = zipllm.rebuild({ base, delta }).getReader();
+  let pending;
+  while (!pending) {
+    const read = reader.read();
+    const r = await Promise.race([read, new Promise((resolve) => setTimeout(() => resolve('waiting'), 200))]);
+    if (r === 'waiting') pending = read;
+    else assert.equal(r.done, false);
+  }
+  await reader.cancel();
+  release();
+  assert.deepEqual(await pending, { done: true, value: undefined });
+  await nothingEscaped();
+});
+
 test('after those panics, the same imported module rebuilds ft-a byte for byte', async () => {
   assert.equal(await rebuildFtA(), FT_A_SHA256);
   const summary = await zipllm.verify({ base: await fs.openAsBlob(BASE), delta: await fs.openAsBlob(DELTA) });

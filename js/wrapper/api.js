@@ -140,6 +140,7 @@ function makeApi(glue, isReady = () => true) {
   function readable(obj, gen) {
     const task = held(obj, gen);
     const next = stepper(task);
+    let cancelled = false;
     return new ReadableStream(
       {
         async pull(controller) {
@@ -149,6 +150,7 @@ function makeApi(glue, isReady = () => true) {
           } catch (e) {
             out = { error: e };
           }
+          if (cancelled) return;
           if ('error' in out) {
             task.free();
             controller.error(out.error);
@@ -160,6 +162,7 @@ function makeApi(glue, isReady = () => true) {
           }
         },
         cancel() {
+          cancelled = true;
           task.free();
         },
       },
