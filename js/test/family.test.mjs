@@ -91,7 +91,7 @@ test('fingerprintRemote reads at most 1% and 2 MiB, and matchFamily picks the ba
 
 test('fingerprintRemote with a smaller budget reads less, in fewer requests, and still matches', async () => {
   const stats = count();
-  const fp = await zipllm.fingerprintRemote(`${site.url}/ft-a/model.bf16.safetensors`, { maxBytes: 64 * 1024, concurrency: 4 });
+  const fp = await zipllm.fingerprintRemote(new URL(`${site.url}/ft-a/model.bf16.safetensors`), { maxBytes: 64 * 1024, concurrency: 4 });
   assert.ok(stats.bytes <= 64 * 1024, `served ${stats.bytes}`);
   assert.equal(stats.bytes, fp.bytesRead);
   assert.ok(stats.requests <= 16, `${stats.requests} requests`);

@@ -216,7 +216,7 @@ function makeApi(glue, isReady = () => true) {
     hashFile: (source) => once(() => glue.hashFile(source)),
     hashTensors: (source) => once(() => glue.hashTensors(source)),
     fingerprint: async (source) => camel(await once(() => glue.fingerprint(source))),
-    fingerprintRemote: async (url, options) => camel(await once(() => glue.fingerprintRemote(url, options))),
+    fingerprintRemote: async (url, options) => camel(await once(() => glue.fingerprintRemote(url instanceof URL ? url.href : url, options))),
     matchFamily: async (fingerprint, bases) => camel(await once(() => glue.matchFamily(snake(fingerprint), bases))),
     formatVersion: () => enter(generation, () => glue.formatVersion()),
     wasmMemoryBytes: () => enter(generation, () => glue.wasmMemoryBytes()),

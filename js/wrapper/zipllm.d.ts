@@ -250,7 +250,7 @@ export function hashTensors(source: StreamSource): Promise<TensorHashes>;
 export function fingerprint(source: ByteSource): Promise<Fingerprint>;
 
 /** Fingerprints a remote safetensors file with HTTP Range requests (at most 1% of it and 2 MiB). */
-export function fingerprintRemote(url: string, options?: RemoteFingerprintOptions): Promise<Fingerprint>;
+export function fingerprintRemote(url: string | URL, options?: RemoteFingerprintOptions): Promise<Fingerprint>;
 
 /** Ranks locally held bases for a fingerprint, reading only the sampled blocks of each. */
 export function matchFamily(
