@@ -10,7 +10,6 @@
 // or `__scheduleReinit` does for a trap); calls that were using the old instance then fail
 // with INTERNAL too, instead of touching the new one.
 
-/* eslint-disable no-unused-vars */
 function makeApi(glue, isReady = () => true) {
   /** Fresh instances made after faults; state from an older one is gone. */
   let generation = 0;
