@@ -65,6 +65,210 @@ impl Default for Hasher {
     }
 }
 
+/// What [`FileHasher`] found: a file's size, sha256 (the hub's LFS oid) and blake3, and, when
+/// it was asked to, each tensor's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileHashes {
+    /// Bytes hashed.
+    pub size: u64,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+    /// blake3 of the file, hex.
+    pub blake3: String,
+    /// Per tensor of a safetensors file, in file order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<Vec<TensorHash>>,
+}
+
+/// One tensor's identity: the blake3 of its bytes is the key tensors are deduplicated on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TensorHash {
+    /// Its name in the header.
+    pub name: String,
+    /// Its dtype's safetensors name.
+    pub dtype: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// blake3 of its bytes, hex.
+    pub blake3: String,
+}
+
+/// Hashes a file fed in pieces of any size, with no I/O of its own: the whole file's sha256
+/// and blake3 and, with [`FileHasher::with_tensors`], the blake3 of every tensor of a
+/// safetensors file. Memory: the header (at most the safetensors limit), nothing per byte.
+///
+/// ```
+/// let mut h = zipllm::hash::FileHasher::new();
+/// h.update(b"hello ").unwrap();
+/// h.update(b"world").unwrap();
+/// assert_eq!(h.finish().unwrap().blake3, blake3::hash(b"hello world").to_hex().as_str());
+/// ```
+pub struct FileHasher {
+    sha: sha2::Sha256,
+    blake: Hasher,
+    size: u64,
+    tensors: Option<TensorWalk>,
+}
+
+/// Where a per-tensor walk is: gathering the header, then inside tensor `current`.
+struct TensorWalk {
+    header: Vec<u8>,
+    model: Option<crate::model::Model>,
+    current: usize,
+    hasher: Hasher,
+    done: Vec<TensorHash>,
+}
+
+impl Default for FileHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FileHasher {
+    /// A hasher of whole files.
+    pub fn new() -> Self {
+        FileHasher {
+            sha: sha2::Digest::new(),
+            blake: Hasher::new(),
+            size: 0,
+            tensors: None,
+        }
+    }
+
+    /// A hasher of safetensors files that also hashes each tensor.
+    pub fn with_tensors() -> Self {
+        FileHasher {
+            tensors: Some(TensorWalk {
+                header: Vec::new(),
+                model: None,
+                current: 0,
+                hasher: Hasher::new(),
+                done: Vec::new(),
+            }),
+            ..Self::new()
+        }
+    }
+
+    /// Adds the file's next bytes. Errors (tensors only) if they are not a safetensors file.
+    pub fn update(&mut self, bytes: &[u8]) -> crate::Result<()> {
+        sha2::Digest::update(&mut self.sha, bytes);
+        self.blake.update(bytes);
+        let at = self.size;
+        self.size += bytes.len() as u64;
+        match &mut self.tensors {
+            Some(walk) => walk.update(bytes, at),
+            None => Ok(()),
+        }
+    }
+
+    /// The hashes of everything added; errors if a safetensors file ended early or ran long.
+    pub fn finish(self) -> crate::Result<FileHashes> {
+        let tensors = match self.tensors {
+            Some(walk) => Some(walk.finish(self.size)?),
+            None => None,
+        };
+        Ok(FileHashes {
+            size: self.size,
+            sha256: crate::codec::rebuild::hex(&sha2::Digest::finalize(self.sha)),
+            blake3: self.blake.finalize().to_hex().to_string(),
+            tensors,
+        })
+    }
+}
+
+impl TensorWalk {
+    /// `bytes` start at file offset `pos`.
+    fn update(&mut self, mut bytes: &[u8], mut pos: u64) -> crate::Result<()> {
+        use crate::model::{Model, PREFIX_LEN};
+        while !bytes.is_empty() {
+            let Some(model) = &self.model else {
+                // The header region: its 8-byte length first, then the JSON it announces.
+                let want = if self.header.len() < PREFIX_LEN as usize {
+                    PREFIX_LEN
+                } else {
+                    Model::header_region_len(&self.header, None)?
+                };
+                let take = ((want - self.header.len() as u64) as usize).min(bytes.len());
+                self.header.extend_from_slice(&bytes[..take]);
+                (bytes, pos) = (&bytes[take..], pos + take as u64);
+                if self.header.len() as u64 >= PREFIX_LEN
+                    && self.header.len() as u64 == Model::header_region_len(&self.header, None)?
+                {
+                    self.model = Some(Model::parse_header(&self.header, None)?);
+                    self.close_empty();
+                }
+                continue;
+            };
+            // Tensors tile the data region in file order (Model checks): each byte belongs
+            // to the tensor being hashed.
+            let Some(t) = model.tensors.get(self.current) else {
+                return Err(crate::Error::bad_safetensors(format!(
+                    "bytes after the last tensor, at offset {pos}"
+                )));
+            };
+            let take = ((t.end - pos) as usize).min(bytes.len());
+            self.hasher.update(&bytes[..take]);
+            (bytes, pos) = (&bytes[take..], pos + take as u64);
+            if pos == t.end {
+                let blake3 = std::mem::take(&mut self.hasher).finalize();
+                self.close(blake3);
+                self.close_empty();
+            }
+        }
+        Ok(())
+    }
+
+    /// Records tensor `current` as hashed.
+    fn close(&mut self, blake3: blake3::Hash) {
+        if let Some(t) = self
+            .model
+            .as_ref()
+            .and_then(|m| m.tensors.get(self.current))
+        {
+            self.done.push(TensorHash {
+                name: t.name.clone(),
+                dtype: t.dtype.name().into(),
+                shape: t.shape.clone(),
+                bytes: t.len(),
+                blake3: blake3.to_hex().to_string(),
+            });
+            self.current += 1;
+        }
+    }
+
+    /// Records the empty tensors that come next: no byte will close them.
+    fn close_empty(&mut self) {
+        while let Some(t) = self
+            .model
+            .as_ref()
+            .and_then(|m| m.tensors.get(self.current))
+        {
+            if !t.is_empty() {
+                break;
+            }
+            self.close(blake3::hash(&[]));
+        }
+    }
+
+    fn finish(self, size: u64) -> crate::Result<Vec<TensorHash>> {
+        let Some(model) = &self.model else {
+            return Err(crate::Error::bad_safetensors(format!(
+                "the file ends after {size} bytes, inside its header"
+            )));
+        };
+        if size != model.file_len || self.current != model.tensors.len() {
+            return Err(crate::Error::bad_safetensors(format!(
+                "the header describes {} bytes but the file has {size}",
+                model.file_len
+            )));
+        }
+        Ok(self.done)
+    }
+}
+
 /// Four 32-bit lanes, one per chunk hashed side by side.
 trait Lanes: Copy {
     fn splat(x: u32) -> Self;
@@ -555,5 +759,72 @@ mod tests {
             h.update(piece);
         }
         assert_eq!(h.finalize(), blake3::hash(&data));
+    }
+
+    /// A small safetensors file: an empty tensor first, one between, one last.
+    fn safetensors() -> (Vec<u8>, Vec<(&'static str, std::ops::Range<usize>)>) {
+        let header = r#"{"e0":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"a":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]},"e1":{"dtype":"BF16","shape":[0,3],"data_offsets":[4000,4000]},"b":{"dtype":"U8","shape":[5],"data_offsets":[4000,4005]},"e2":{"dtype":"I8","shape":[0],"data_offsets":[4005,4005]}}"#;
+        let mut f = (header.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(header.as_bytes());
+        let h = f.len();
+        f.extend(input(4005));
+        let spans = vec![
+            ("e0", h..h),
+            ("a", h..h + 4000),
+            ("e1", h + 4000..h + 4000),
+            ("b", h + 4000..h + 4005),
+            ("e2", h + 4005..h + 4005),
+        ];
+        (f, spans)
+    }
+
+    #[test]
+    fn file_hasher_hashes_every_tensor_whatever_the_cuts() {
+        use sha2::Digest as _;
+        let (file, spans) = safetensors();
+        for cut in [1, 7, 8, 9, 100, 4096, file.len()] {
+            let mut h = FileHasher::with_tensors();
+            for piece in file.chunks(cut) {
+                h.update(piece).unwrap();
+            }
+            let got = h.finish().unwrap();
+            assert_eq!(got.size, file.len() as u64);
+            assert_eq!(got.sha256, hex::encode(sha2::Sha256::digest(&file)));
+            assert_eq!(got.blake3, blake3::hash(&file).to_hex().as_str());
+            let tensors = got.tensors.unwrap();
+            let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(names, ["e0", "a", "e1", "b", "e2"], "cut {cut}");
+            for (t, (_, span)) in tensors.iter().zip(&spans) {
+                assert_eq!(
+                    t.blake3,
+                    blake3::hash(&file[span.clone()]).to_hex().as_str()
+                );
+                assert_eq!(t.bytes, span.len() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn file_hasher_refuses_a_file_of_the_wrong_length() {
+        let (file, _) = safetensors();
+        for bad in [&file[..file.len() - 1], &file[..5], &[0u8; 0][..]] {
+            let mut h = FileHasher::with_tensors();
+            h.update(bad).unwrap();
+            assert_eq!(
+                h.finish().unwrap_err().code(),
+                crate::ErrorCode::BadSafetensors
+            );
+        }
+        let mut long = file.clone();
+        long.push(0);
+        let mut h = FileHasher::with_tensors();
+        assert_eq!(
+            h.update(&long).unwrap_err().code(),
+            crate::ErrorCode::BadSafetensors
+        );
+        // Without tensors, any bytes are a file.
+        let mut h = FileHasher::new();
+        h.update(&long).unwrap();
+        assert_eq!(h.finish().unwrap().size, long.len() as u64);
     }
 }

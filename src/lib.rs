@@ -11,51 +11,40 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The crate is laid out by stage, in the order data flows:
+//! The crate is laid out as the pipeline runs: what every stage shares, the codec's stages in
+//! the order data flows, then the adapters that give the core files, threads or JS.
 //!
-//! * [`model`] — safetensors headers: parsing (offsets in `u64`, so it works on wasm32 too).
-//! * [`transform`] — residuals (XOR as in BitX, or an order-preserving difference) and the
-//!   stream layouts (byte planes, the paper's fields, change mask + sparse planes).
-//! * [`sparse`] — the fused, vectorized kernels for the default change-mask layout.
-//! * [`entropy`] — zstd, with C zstd or pure-Rust ruzstd behind one API.
-//! * [`blob`] — one piece of a tensor to one self-describing blob and back.
-//! * [`format`] — the delta container (specified in docs/FORMAT.md).
-//! * [`family`] — which base a model was tuned from: architecture alignment, name-seeded
-//!   sampling, bit distance and verdicts.
-//! * [`encode`] — making a delta: pairing, deduplication, pieces, chunks, checksums.
-//! * [`hash`] — BLAKE3 for the chunk checksums (a faster leaf kernel of our own on wasm).
-//! * [`rebuild`] — the sans-I/O decoder: [`Plan`] decodes any chunk alone, [`Rebuilder`] streams.
-//! * [`inspect`] — what a delta holds, by tensor kind, dtype and method.
-//! * [`native`] (feature `native`) — files, threads and atomic output for the CLI; [`bench`]
-//!   measures a pair side by side.
-//! * `wasm` (feature `wasm`, wasm32 only) — the JS bindings of the npm package.
+//! * [`model`] — parse: safetensors headers (offsets in `u64`, so it works on wasm32 too).
+//! * [`family`] — match: which base a model was tuned from (architecture alignment,
+//!   name-seeded sampling, bit distance, verdicts).
+//! * [`codec`] — the delta, stage by stage: [`codec::transform`] (residuals and stream
+//!   layouts) and [`codec::sparse`] (its vectorized kernels), [`codec::entropy`] (zstd),
+//!   [`codec::blob`] (one piece to one blob), [`codec::format`] (the container,
+//!   docs/FORMAT.md), [`codec::encode`], [`codec::rebuild`] (the sans-I/O decoder: [`Plan`]
+//!   decodes any chunk or byte range alone, [`Rebuilder`] streams) and [`codec::inspect`].
+//! * [`hash`] — BLAKE3 for the checksums (a faster leaf kernel of our own on wasm) and the
+//!   streaming per-tensor hasher.
+//! * Adapters: [`native`] (feature `native`: files, threads, atomic output, and
+//!   [`native::bench`]); the `zipllm` command line (`src/bin/zipllm.rs`, feature `cli`);
+//!   `wasm` (feature `wasm`, wasm32 only: the npm package's bindings, `src/wasm/`).
 //!
 //! Every error is an [`Error`] with a stable [`ErrorCode`].
 
-pub mod blob;
-pub mod encode;
-pub mod entropy;
+pub mod codec;
 pub mod error;
 pub mod family;
-pub mod format;
 pub mod hash;
-pub mod inspect;
 pub mod model;
-pub mod rebuild;
-pub mod sparse;
-pub mod transform;
 
-#[cfg(feature = "native")]
-pub mod bench;
 #[cfg(feature = "native")]
 pub mod native;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub mod wasm;
 
-pub use encode::{encode, EncodeOptions, EncodedDelta, Strategy};
+pub use codec::encode::{encode, EncodeOptions, EncodedDelta, Strategy};
+pub use codec::rebuild::{Plan, Rebuilder, Step, Summary};
 pub use error::{Error, ErrorCode, Result};
 pub use model::{DType, Model};
-pub use rebuild::{Plan, Rebuilder, Step, Summary};
 
 /// Rebuilds a target held in memory from a whole base and a whole delta, verifying every
 /// chunk and the whole file. Convenient for tests and small models; large ones stream through

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use zipllm::format::{BlobHeader, Manifest, PieceSource};
+use zipllm::codec::format::{BlobHeader, Manifest, PieceSource};
 use zipllm::{DType, ErrorCode, Model};
 
 fn raw(header: &str, data_len: usize) -> Vec<u8> {
@@ -191,10 +191,10 @@ fn a_zstd_frame_that_expands_past_its_declared_size_is_refused() {
     let (header, _) = BlobHeader::parse(blob).unwrap();
     // Rebuild the blob with a mask stream that is a zstd frame of 1 MiB of 0xFF: the header
     // still declares the true mask length.
-    let frame = zipllm::entropy::compress(&vec![0xFFu8; 1 << 20], 3).unwrap();
+    let frame = zipllm::codec::entropy::compress(&vec![0xFFu8; 1 << 20], 3).unwrap();
     let mut evil = header.clone();
     evil.streams[0] = (
-        zipllm::entropy::Codec::Zstd,
+        zipllm::codec::entropy::Codec::Zstd,
         header.streams[0].1,
         frame.len() as u64,
     );

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use zipllm::format::{MAGIC, PREAMBLE_LEN, VERSION};
+use zipllm::codec::format::{MAGIC, PREAMBLE_LEN, VERSION};
 use zipllm::DType;
 
 fn sample_dir() -> std::path::PathBuf {

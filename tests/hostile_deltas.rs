@@ -13,9 +13,9 @@ wasm_bindgen_test_configure!(run_in_browser);
 mod common;
 
 use common::{build, noise, Spec};
-use zipllm::blob::BlobDecoder;
-use zipllm::entropy::{self, Decompressor};
-use zipllm::format::{
+use zipllm::codec::blob::BlobDecoder;
+use zipllm::codec::entropy::{self, Decompressor};
+use zipllm::codec::format::{
     self, Chunk, Manifest, Piece, PieceSource, Preamble, TensorEntry, TensorKind, PREAMBLE_LEN,
 };
 use zipllm::{DType, EncodeOptions, ErrorCode, Model, Rebuilder, Step};

@@ -236,7 +236,7 @@ fn identical_and_duplicate_tensors_cost_no_payload() {
     );
     let delta = zipllm::encode(&base, &target, &Default::default(), &|_| {}).unwrap();
     let kinds: Vec<_> = delta.manifest.tensors.iter().map(|t| t.kind).collect();
-    use zipllm::format::TensorKind::*;
+    use zipllm::codec::format::TensorKind::*;
     assert_eq!(kinds, vec![SameAsBase, Standalone, Duplicate]);
     assert_eq!(
         delta.blobs.len(),
@@ -268,11 +268,11 @@ fn incompressible_streams_are_stored_raw() {
         None,
     );
     let delta = zipllm::encode(&base, &target, &Default::default(), &|_| {}).unwrap();
-    let (header, _) = zipllm::format::BlobHeader::parse(&delta.blobs[0]).unwrap();
+    let (header, _) = zipllm::codec::format::BlobHeader::parse(&delta.blobs[0]).unwrap();
     assert!(header
         .streams
         .iter()
-        .any(|s| s.0 == zipllm::entropy::Codec::Stored));
+        .any(|s| s.0 == zipllm::codec::entropy::Codec::Stored));
     // Random data costs its own size plus a small, bounded overhead.
     assert!(delta.manifest.payload_len < 65536 + 65536 / 8 + 128);
 }

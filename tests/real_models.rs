@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use zipllm::blob::BlobDecoder;
-use zipllm::entropy::Decompressor;
+use zipllm::codec::blob::BlobDecoder;
+use zipllm::codec::entropy::Decompressor;
 use zipllm::native::{self, DeltaFile, Mapped, RebuildOptions};
 use zipllm::{ErrorCode, Rebuilder, Step};
 
@@ -406,7 +406,7 @@ fn a_corrupt_or_truncated_delta_leaves_no_output() {
 #[test]
 fn inspect_reports_what_is_inside() {
     let delta = DeltaFile::open(&fixture("ft-a.bf16.zld")).unwrap();
-    let r = zipllm::inspect::report(&delta.plan, |b| delta.blob(b)).unwrap();
+    let r = zipllm::codec::inspect::report(&delta.plan, |b| delta.blob(b)).unwrap();
     assert_eq!(r.target_sha256, FT_A_BF16_SHA256);
     assert_eq!(r.tensors, 104);
     assert_eq!(

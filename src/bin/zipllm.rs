@@ -40,7 +40,7 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
         /// zstd level (1-22).
-        #[arg(long, default_value_t = zipllm::entropy::DEFAULT_LEVEL)]
+        #[arg(long, default_value_t = zipllm::codec::entropy::DEFAULT_LEVEL)]
         level: i32,
         /// Worker threads (default: one per core).
         #[arg(long)]
@@ -120,7 +120,7 @@ enum Command {
         #[arg(long)]
         target: PathBuf,
         /// zstd level of our delta.
-        #[arg(long, default_value_t = zipllm::entropy::DEFAULT_LEVEL)]
+        #[arg(long, default_value_t = zipllm::codec::entropy::DEFAULT_LEVEL)]
         level: i32,
         /// Threads for the "all threads" figures (default: one per core).
         #[arg(long)]
@@ -234,7 +234,7 @@ fn run(command: Command) -> Result<()> {
             pb.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
             let written = file_len(&output)?;
-            let sha = zipllm::rebuild::hex(&delta.manifest.target_sha256);
+            let sha = zipllm::codec::rebuild::hex(&delta.manifest.target_sha256);
             if json {
                 println!(
                     "{}",
@@ -297,7 +297,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Inspect { delta, json } => {
             let d = DeltaFile::open(&delta)?;
-            let report = zipllm::inspect::report(&d.plan, |b| d.blob(b))?;
+            let report = zipllm::codec::inspect::report(&d.plan, |b| d.blob(b))?;
             if json {
                 println!(
                     "{}",
@@ -319,7 +319,7 @@ fn run(command: Command) -> Result<()> {
             let t = Mapped::open(&target)?;
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let r = zipllm::bench::run(b.bytes(), t.bytes(), level, threads, runs)?;
+            let r = zipllm::native::bench::run(b.bytes(), t.bytes(), level, threads, runs)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
@@ -498,7 +498,7 @@ fn report_rebuild(output: Option<&Path>, s: &zipllm::Summary, started: Instant, 
     }
 }
 
-fn print_inspect(r: &zipllm::inspect::Report) {
+fn print_inspect(r: &zipllm::codec::inspect::Report) {
     println!("format version {}", r.format_version);
     println!(
         "delta     {:>14} bytes   ratio {:.4}",
@@ -534,7 +534,7 @@ fn print_inspect(r: &zipllm::inspect::Report) {
     }
 }
 
-fn print_bench(r: &zipllm::bench::BenchReport) {
+fn print_bench(r: &zipllm::native::bench::BenchReport) {
     let n = r.target_bytes as f64;
     println!("fine-tune: {} bytes", r.target_bytes);
     println!("{:<40} {:>12} {:>8}", "size", "bytes", "ratio");

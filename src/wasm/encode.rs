@@ -13,7 +13,7 @@ use super::{given, io::bytes_of, js_error, task, whole};
 #[wasm_bindgen(js_name = encodeLevels)]
 pub fn encode_levels() -> Vec<i32> {
     if cfg!(feature = "wasm-encode") {
-        crate::entropy::supported_levels().collect()
+        crate::codec::entropy::supported_levels().collect()
     } else {
         Vec::new()
     }

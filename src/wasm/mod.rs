@@ -112,5 +112,5 @@ pub fn wasm_memory_bytes() -> f64 {
 /// The delta format version this build reads and writes.
 #[wasm_bindgen(js_name = formatVersion)]
 pub fn format_version() -> u32 {
-    crate::format::VERSION
+    crate::codec::format::VERSION
 }

@@ -10,10 +10,10 @@ use wasm_bindgen::JsCast;
 use super::io::{fill, OutputInto, Role, Sequential, Source};
 use super::task::{panic_point, PanicPoint, Task};
 use super::{field, given, invalid, js_error, outcome, to_json, whole, whole_option};
-use crate::blob::BlobDecoder;
+use crate::codec::blob::BlobDecoder;
+use crate::codec::format::{Preamble, PREAMBLE_LEN};
+use crate::codec::rebuild::{hex, Plan, Rebuilder, Step};
 use crate::error::Error;
-use crate::format::{Preamble, PREAMBLE_LEN};
-use crate::rebuild::{hex, Plan, Rebuilder, Step};
 
 /// One streaming rebuild in progress.
 struct Run {
@@ -239,12 +239,7 @@ impl RangeRun {
         let m = &plan.manifest;
         let start = start.unwrap_or(0);
         let end = end.unwrap_or(m.target_size);
-        if start > end || end > m.target_size {
-            return Err(invalid(&format!(
-                "range {start}..{end} is outside the {}-byte file",
-                m.target_size
-            )));
-        }
+        plan.check_range(&(start..end)).map_err(|e| js_error(&e))?;
         let header = base.read(0, m.base_header_len).await?;
         plan.check_base(base.len().or(base_size), &header)
             .map_err(|e| js_error(&e))?;
@@ -263,12 +258,9 @@ impl RangeRun {
 
     /// The next verified part of the range, or `None` at its end.
     async fn next(&mut self) -> Result<Option<Vec<u8>>, JsValue> {
-        let m = &self.plan.manifest;
-        let h = m.header.len() as u64;
+        let range = self.start..self.end;
         if std::mem::take(&mut self.header_left) {
-            return Ok(Some(
-                m.header[self.start as usize..self.end.min(h) as usize].to_vec(),
-            ));
+            return Ok(Some(self.plan.header_within(&range).to_vec()));
         }
         let Some(i) = self.chunks.next() else {
             return Ok(None);
@@ -279,27 +271,19 @@ impl RangeRun {
             blobs.insert(b, self.delta.read(r.start, r.end).await?);
         }
         let mut base_bytes = Vec::new();
-        for r in m.base_reads(i) {
+        for r in self.plan.manifest.base_reads(i) {
             base_bytes.extend_from_slice(&self.base.read(r.start, r.end).await?);
         }
-        let c = m.chunks[i];
-        let mut chunk = vec![0u8; c.out_len as usize];
         self.plan
-            .decode_chunk(
+            .decode_chunk_within(
                 i,
+                &range,
                 |b| blobs.get(&b).map(Vec::as_slice),
                 &base_bytes,
-                &mut chunk,
                 &mut self.decoder,
             )
-            .map_err(|e| js_error(&e))?;
-        let from = (self.start.max(c.out_start) - c.out_start) as usize;
-        let to = (self.end.min(c.out_start + c.out_len) - c.out_start) as usize;
-        if from != 0 || to != chunk.len() {
-            chunk.truncate(to);
-            chunk.drain(..from);
-        }
-        Ok(Some(chunk))
+            .map(Some)
+            .map_err(|e| js_error(&e))
     }
 }
 
@@ -359,7 +343,7 @@ pub fn describe(delta: JsValue) -> Task {
         let plan = open_plan(&delta).await?;
         let m = &plan.manifest;
         to_json(&Description {
-            format_version: crate::format::VERSION,
+            format_version: crate::codec::format::VERSION,
             target_size: m.target_size,
             target_sha256: hex(&m.target_sha256),
             target_blake3: hex(&m.target_blake3),
@@ -385,7 +369,7 @@ pub fn inspect(delta: JsValue) -> Task {
             let end = r.end.min(r.start + 2);
             heads.insert(b, delta.read(r.start, end).await?);
         }
-        let report = crate::inspect::report(&plan, |b| heads.get(&b).map(Vec::as_slice))
+        let report = crate::codec::inspect::report(&plan, |b| heads.get(&b).map(Vec::as_slice))
             .map_err(|e| js_error(&e))?;
         to_json(&report)
     })

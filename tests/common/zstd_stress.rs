@@ -2,7 +2,7 @@
 //! round-trip, and corrupt frames are errors, never a crash. Run natively and, with C zstd
 //! patched for wasm32 (vendor/README.md), in the browser by tests/wasm.rs.
 
-use zipllm::entropy::{compress, decompress_rust, Decompressor};
+use zipllm::codec::entropy::{compress, decompress_rust, Decompressor};
 
 use super::Rng;
 

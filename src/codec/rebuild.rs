@@ -15,9 +15,9 @@ use std::ops::Range;
 
 use sha2::Digest as _;
 
-use crate::blob::BlobDecoder;
+use crate::codec::blob::BlobDecoder;
+use crate::codec::format::{Manifest, PieceSource, Preamble, PREAMBLE_LEN};
 use crate::error::{Error, Result};
-use crate::format::{Manifest, PieceSource, Preamble, PREAMBLE_LEN};
 
 /// A manifest prepared for decoding.
 #[derive(Debug, Clone)]
@@ -151,6 +151,53 @@ impl Plan {
         first..last.max(first)
     }
 
+    /// Checks that output bytes `range` lie within the target, for a range rebuild.
+    pub fn check_range(&self, range: &Range<u64>) -> Result<()> {
+        let size = self.manifest.target_size;
+        if range.start > range.end || range.end > size {
+            return Err(Error::invalid(format!(
+                "range {}..{} is outside the {size}-byte file",
+                range.start, range.end
+            )));
+        }
+        Ok(())
+    }
+
+    /// The header bytes inside output bytes `range` (checked by [`Plan::check_range`]): a range
+    /// rebuild hands these out first, then the part of each chunk of [`Plan::chunks_for`]
+    /// that [`Plan::decode_chunk_within`] returns.
+    pub fn header_within(&self, range: &Range<u64>) -> &[u8] {
+        let header = &self.manifest.header;
+        let end = range.end.min(header.len() as u64) as usize;
+        header.get(range.start as usize..end).unwrap_or(&[])
+    }
+
+    /// Decodes chunk `index` (one of [`Plan::chunks_for`] `range`) and returns its bytes
+    /// inside `range`, checked as [`Plan::decode_chunk`] checks them.
+    pub fn decode_chunk_within<'a>(
+        &self,
+        index: usize,
+        range: &Range<u64>,
+        blob: impl Fn(u32) -> Option<&'a [u8]>,
+        base: &[u8],
+        decoder: &mut BlobDecoder,
+    ) -> Result<Vec<u8>> {
+        let c = self.manifest.chunks[index];
+        let mut out = vec![0u8; c.out_len as usize];
+        self.decode_chunk(index, blob, base, &mut out, decoder)?;
+        let from = (range.start.max(c.out_start) - c.out_start) as usize;
+        let to = (range.end.min(c.out_start + c.out_len) - c.out_start) as usize;
+        if to < from {
+            return Err(Error::invalid(format!(
+                "chunk {index} is not inside the range {}..{}",
+                range.start, range.end
+            )));
+        }
+        out.truncate(to);
+        out.drain(..from);
+        Ok(out)
+    }
+
     /// Decodes chunk `index` into `out` (exactly the chunk's length). `blob(i)` returns blob
     /// `i`'s bytes; `base` is the concatenation of [`Manifest::base_reads`] for this chunk.
     /// The output is checked against the chunk's checksum; on a mismatch the base bytes are
@@ -250,7 +297,7 @@ fn append_with(
     fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
 ) -> Result<()> {
     if v.is_empty() {
-        crate::blob::reserve_scratch(v, len);
+        crate::codec::blob::reserve_scratch(v, len);
     }
     v.reserve(len);
     let spare = &mut v.spare_capacity_mut()[..len];
@@ -696,7 +743,10 @@ impl Rebuilder {
         };
         // The buffer is reused without zeroing: the chunk's pieces tile it, so every byte is
         // written, and the checksum would catch one that was not.
-        crate::blob::resize_scratch(&mut self.out, plan.manifest.chunks[index].out_len as usize);
+        crate::codec::blob::resize_scratch(
+            &mut self.out,
+            plan.manifest.chunks[index].out_len as usize,
+        );
         plan.decode_chunk(
             index,
             lookup,

@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::blob::{self, Method};
-use crate::encode::{encode, EncodeOptions, Strategy};
+use crate::codec::blob::{self, Method};
+use crate::codec::encode::{encode, EncodeOptions, Strategy};
+use crate::codec::transform::{Layout, Transform};
 use crate::error::{Error, Result};
 use crate::model::{DType, Model};
 use crate::native::{rebuild_mapped, with_threads, DeltaFile, RebuildOptions};
-use crate::transform::{Layout, Transform};
 
 /// Everything `zipllm bench` measures.
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +107,7 @@ pub fn paper_layout_size(base: &[u8], target: &[u8]) -> Result<u64> {
 }
 
 fn zstd_len(bytes: &[u8], level: i32) -> Result<u64> {
-    Ok((crate::entropy::compress(bytes, level)?.len() as u64).min(bytes.len() as u64))
+    Ok((crate::codec::entropy::compress(bytes, level)?.len() as u64).min(bytes.len() as u64))
 }
 
 fn methods_by_dtype(base: &[u8], target: &[u8]) -> Result<BTreeMap<String, BTreeMap<String, u64>>> {
@@ -182,10 +182,10 @@ pub fn run(
     let (_, dec_all) = decode(threads, false)?;
     let (_, dec1_full) = decode(1, true)?;
 
-    let plain = crate::entropy::compress(target, 3)?;
+    let plain = crate::codec::entropy::compress(target, 3)?;
     let mut out = vec![0u8; target.len()];
     let (_, zstd_d) = best_of(runs, || {
-        crate::entropy::Decompressor::new()?.decompress_into(&plain, &mut out)
+        crate::codec::entropy::Decompressor::new()?.decompress_into(&plain, &mut out)
     })?;
 
     let paper = with_threads(Some(threads), || paper_layout_size(base, target))??;

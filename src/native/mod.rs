@@ -1,6 +1,8 @@
 //! Native file adapters around the core: memory-mapped inputs, chunks decoded on every core,
 //! output written to a temporary file that is renamed into place only once every check passed.
 
+pub mod bench;
+
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
@@ -11,10 +13,10 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use sha2::Digest as _;
 
-use crate::blob::BlobDecoder;
-use crate::encode::{self, EncodeOptions, EncodedDelta};
+use crate::codec::blob::BlobDecoder;
+use crate::codec::encode::{self, EncodeOptions, EncodedDelta};
+use crate::codec::rebuild::{hex, Plan, Summary};
 use crate::error::{Error, Result};
-use crate::rebuild::{hex, Plan, Summary};
 
 /// A read-only file mapped into memory, or bytes already in memory.
 pub enum Mapped {
@@ -325,7 +327,7 @@ pub fn rebuild_mapped(
                 "an expected sha256 needs the whole-file hash (do not turn it off)",
             ));
         }
-        crate::rebuild::check_expected(&m.target_sha256, expected)?;
+        crate::codec::rebuild::check_expected(&m.target_sha256, expected)?;
     }
     let header = base.get(..m.base_header_len as usize).unwrap_or(base);
     plan.check_base(Some(base.len() as u64), header)?;
@@ -528,35 +530,31 @@ pub fn rebuild_to_file(
     summary.ok_or_else(|| Error::internal("no summary"))
 }
 
-/// Rebuilds only output bytes `range` (decoding just the chunks that cover it).
+/// Rebuilds only output bytes `range` (decoding just the chunks that cover them).
 pub fn rebuild_range(base: &Path, delta: &Path, range: Range<u64>) -> Result<Vec<u8>> {
     let delta = DeltaFile::open(delta)?;
     let base_map = Mapped::open(base)?;
     let base = base_map.bytes();
-    let m = &delta.plan.manifest;
-    if range.start > range.end || range.end > m.target_size {
-        return Err(Error::invalid(format!(
-            "range {}..{} is outside the {}-byte target",
-            range.start, range.end, m.target_size
-        )));
-    }
-    delta.plan.check_base(
+    let plan = &delta.plan;
+    let m = &plan.manifest;
+    plan.check_range(&range)?;
+    plan.check_base(
         Some(base.len() as u64),
         base.get(..m.base_header_len as usize).unwrap_or(base),
     )?;
     let mut out = Vec::with_capacity((range.end - range.start) as usize);
-    let header_len = m.header.len() as u64;
-    if range.start < header_len {
-        out.extend_from_slice(&m.header[range.start as usize..range.end.min(header_len) as usize]);
-    }
+    out.extend_from_slice(plan.header_within(&range));
     let mut decoder = BlobDecoder::new()?;
-    for i in delta.plan.chunks_for(range.clone()) {
-        let c = m.chunks[i];
-        let mut bytes = Vec::new();
-        delta.decode_chunk_into(i, base, &mut decoder, &mut bytes)?;
-        let from = range.start.max(c.out_start) - c.out_start;
-        let to = range.end.min(c.out_start + c.out_len) - c.out_start;
-        out.extend_from_slice(&bytes[from as usize..to as usize]);
+    for i in plan.chunks_for(range.clone()) {
+        let base_bytes: Vec<u8> = m
+            .base_reads(i)
+            .iter()
+            .flat_map(|r| &base[r.start as usize..r.end as usize])
+            .copied()
+            .collect();
+        let part =
+            plan.decode_chunk_within(i, &range, |b| delta.blob(b), &base_bytes, &mut decoder)?;
+        out.extend_from_slice(&part);
     }
     Ok(out)
 }

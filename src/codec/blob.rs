@@ -3,10 +3,10 @@
 //! A blob is self-describing (see [`BlobHeader`]), so a decoder needs only the blob, the piece's
 //! length and, for a delta transform, the base bytes.
 
-use crate::entropy::{self, Codec, Decompressor};
+use crate::codec::entropy::{self, Codec, Decompressor};
+use crate::codec::format::BlobHeader;
+use crate::codec::transform::{self, Layout, Transform};
 use crate::error::{Error, Result};
-use crate::format::BlobHeader;
-use crate::transform::{self, Layout, Transform};
 
 /// A transform and a layout: how a piece is turned into streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -49,7 +49,7 @@ pub fn encode(
         }
     };
     let streams = if method.layout == Layout::SparsePlanes {
-        crate::sparse::sparse_forward(method.transform, word, target, base)?
+        crate::codec::sparse::sparse_forward(method.transform, word, target, base)?
     } else {
         let mut residual = vec![0u8; target.len()];
         transform::forward(method.transform, word, target, base, &mut residual)?;
@@ -188,7 +188,7 @@ impl BlobDecoder {
             .map(|(s, &(_, raw, _))| &s[..raw as usize])
             .collect();
         if header.layout == Layout::SparsePlanes {
-            return crate::sparse::sparse_inverse(
+            return crate::codec::sparse::sparse_inverse(
                 header.transform,
                 word,
                 &refs,

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::blob::Method;
+use crate::codec::blob::Method;
+use crate::codec::format::{TensorKind, VERSION};
+use crate::codec::rebuild::{hex, Plan};
+use crate::codec::transform::{Layout, Transform};
 use crate::error::{Error, Result};
-use crate::format::{TensorKind, VERSION};
-use crate::rebuild::{hex, Plan};
-use crate::transform::{Layout, Transform};
 
 /// Bytes before (in the target) and after (in the delta's payload).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

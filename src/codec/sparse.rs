@@ -1,4 +1,4 @@
-//! The hot path: [`Layout::SparsePlanes`](crate::transform::Layout) fused with its transform.
+//! The hot path: [`Layout::SparsePlanes`](crate::codec::transform::Layout) fused with its transform.
 //!
 //! Encoding computes each residual word, appends it to a packed array when non-zero and sets
 //! its mask bit, in one branch-free pass. Decoding works in blocks of 512 words: a block whose
@@ -8,8 +8,8 @@
 //! and for the last few words of a piece, a scalar loop *expands* the non-zero words into a
 //! dense block that is then *applied* to the base in a loop the compiler vectorizes.
 
+use crate::codec::transform::{check_words, stream_lengths, Layout, Transform, Word};
 use crate::error::{Error, Result};
-use crate::transform::{check_words, stream_lengths, Layout, Transform, Word};
 
 fn forward_words<W: Word>(f: impl Fn(W, W) -> W, target: &[u8], base: &[u8]) -> Vec<Vec<u8>> {
     let n = target.len() / W::BYTES;
@@ -729,9 +729,9 @@ mod tests {
             }
             for t in [Transform::None, Transform::Xor, Transform::Diff] {
                 let mut residual = vec![0; target.len()];
-                crate::transform::forward(t, word, &target, &base, &mut residual).unwrap();
+                crate::codec::transform::forward(t, word, &target, &base, &mut residual).unwrap();
                 let reference =
-                    crate::transform::split(Layout::SparsePlanes, word, &residual).unwrap();
+                    crate::codec::transform::split(Layout::SparsePlanes, word, &residual).unwrap();
                 let fused = sparse_forward(t, word, &target, &base).unwrap();
                 assert_eq!(fused, reference, "{t:?} word {word}");
                 let refs: Vec<&[u8]> = fused.iter().map(Vec::as_slice).collect();

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 
 use sha2::Digest as _;
 
-use crate::blob::{self, Method};
-use crate::entropy::DEFAULT_LEVEL;
+use crate::codec::blob::{self, Method};
+use crate::codec::entropy::DEFAULT_LEVEL;
+use crate::codec::format::{
+    BlobEntry, Chunk, Manifest, Piece, PieceSource, TensorEntry, TensorKind,
+};
+use crate::codec::transform::{Layout, Transform};
 use crate::error::{Error, Result};
-use crate::format::{BlobEntry, Chunk, Manifest, Piece, PieceSource, TensorEntry, TensorKind};
 use crate::model::{DType, Model};
-use crate::transform::{Layout, Transform};
 
 /// Which methods the encoder considers for each piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,7 +167,7 @@ pub fn encode(
 ) -> Result<EncodedDelta> {
     if options.piece_len == 0
         || options.piece_len % 8 != 0
-        || options.piece_len > crate::format::MAX_PIECE_LEN
+        || options.piece_len > crate::codec::format::MAX_PIECE_LEN
     {
         return Err(Error::invalid(
             "piece length must be a non-zero multiple of 8 up to 64 MiB",
@@ -174,18 +176,18 @@ pub fn encode(
     // A chunk closes at the first piece that takes it to `chunk_len` or past, so it can be a
     // piece short of `chunk_len` plus a whole piece: keep that within what decoders accept.
     let longest_chunk = options.chunk_len.saturating_add(options.piece_len - 1);
-    if options.chunk_len == 0 || longest_chunk > crate::format::MAX_CHUNK_LEN {
+    if options.chunk_len == 0 || longest_chunk > crate::codec::format::MAX_CHUNK_LEN {
         return Err(Error::invalid(format!(
             "chunk length must be non-zero and at most {} bytes with {}-byte pieces",
-            crate::format::MAX_CHUNK_LEN + 1 - options.piece_len,
+            crate::codec::format::MAX_CHUNK_LEN + 1 - options.piece_len,
             options.piece_len
         )));
     }
-    if !crate::entropy::supported_levels().contains(&options.level) {
+    if !crate::codec::entropy::supported_levels().contains(&options.level) {
         return Err(Error::invalid(format!(
             "zstd level {} is not available in this build (levels {:?})",
             options.level,
-            crate::entropy::supported_levels()
+            crate::codec::entropy::supported_levels()
         )));
     }
     let base_model = Model::parse(base)

@@ -7,8 +7,8 @@
 //! size the delta declares and fails if a frame holds more or less, which is what makes a
 //! zip-bomb delta harmless.
 
+use crate::codec::format::Reader;
 use crate::error::{Error, Result};
-use crate::format::Reader;
 
 /// How one stream of a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

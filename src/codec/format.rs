@@ -11,10 +11,10 @@
 
 use std::ops::Range;
 
-use crate::entropy::Codec;
+use crate::codec::entropy::Codec;
+use crate::codec::transform::{Layout, Transform};
 use crate::error::{Error, Result};
 use crate::model::{DType, Model};
-use crate::transform::{Layout, Transform};
 
 /// First 8 bytes of every delta.
 pub const MAGIC: [u8; 8] = *b"\x89ZIPLLM\n";
