@@ -10,6 +10,10 @@ cargo test --release --locked
 echo "== the library and CLI type-check for Windows and macOS (scripts/check-targets.sh)"
 bash scripts/check-targets.sh
 
+echo "== the fuzz targets replay their committed corpus (x86_64 and i686, AddressSanitizer;"
+echo "   a replay, not a campaign: fuzz/README.md)"
+bash scripts/fuzz.sh replay
+
 echo "== the npm package: build (wasm-pack), then its tests as users import it: Node, headless"
 echo "   Chromium (page and Web Worker), and a 5 GiB bounded-memory rebuild"
 bash scripts/setup-system.sh
