@@ -223,13 +223,8 @@ fn mutated_real_deltas_through_the_cli_are_coded_errors_or_verified_files() {
     let p = |n: &str| dir.path().join(n);
     std::fs::write(p("base.safetensors"), &base).unwrap();
     let want = sha256_hex(&tuned);
-    let (m, _) = {
-        let end = Preamble::parse(&delta).unwrap().payload_offset() as usize;
-        (
-            Manifest::parse(&delta[PREAMBLE_LEN as usize..end]).unwrap(),
-            (),
-        )
-    };
+    let end = Preamble::parse(&delta).unwrap().payload_offset() as usize;
+    let m = Manifest::parse(&delta[PREAMBLE_LEN as usize..end]).unwrap();
     assert!(
         m.chunks.len() >= 5 && m.blobs.len() >= 5,
         "a delta with many rows"
