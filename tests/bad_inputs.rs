@@ -267,22 +267,38 @@ fn a_manifest_whose_tables_lie_is_refused() {
     }
 }
 
-#[test]
-fn cli_exit_codes_and_no_partial_output() {
-    let exe = env!("CARGO_BIN_EXE_zipllm");
+/// A folder holding `base.safetensors`, `tuned.safetensors` and `delta.zld` (the pair), the
+/// tuned file's bytes, and a runner of the CLI in that folder.
+fn cli_folder() -> (
+    tempfile::TempDir,
+    Vec<u8>,
+    impl Fn(&[&str]) -> std::process::Output,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (base, tuned, delta) = pair();
-    let p = |n: &str| dir.path().join(n);
-    std::fs::write(p("base.safetensors"), &base).unwrap();
-    std::fs::write(p("tuned.safetensors"), &tuned).unwrap();
-    std::fs::write(p("delta.zld"), &delta).unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(exe)
+    for (name, bytes) in [
+        ("base.safetensors", &base),
+        ("tuned.safetensors", &tuned),
+        ("delta.zld", &delta),
+    ] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let at = dir.path().to_path_buf();
+    let run = move |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zipllm"))
             .args(args)
-            .current_dir(dir.path())
+            .current_dir(&at)
             .output()
             .unwrap()
     };
+    (dir, tuned, run)
+}
+
+#[test]
+fn cli_exit_codes_and_no_partial_output() {
+    let (dir, tuned, run) = cli_folder();
+    let p = |n: &str| dir.path().join(n);
+    let delta = std::fs::read(p("delta.zld")).unwrap();
 
     let ok = run(&[
         "decode",
@@ -362,19 +378,8 @@ fn cli_exit_codes_and_no_partial_output() {
 
 #[test]
 fn cli_expect_sha256_pins_the_output() {
-    let exe = env!("CARGO_BIN_EXE_zipllm");
-    let dir = tempfile::tempdir().unwrap();
-    let (base, tuned, delta) = pair();
+    let (dir, tuned, run) = cli_folder();
     let p = |n: &str| dir.path().join(n);
-    std::fs::write(p("base.safetensors"), &base).unwrap();
-    std::fs::write(p("delta.zld"), &delta).unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(exe)
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
     let sha = sha256_hex(&tuned);
     let decode = |expect: &str, out: &str, extra: &[&str]| {
         let mut args = vec![

@@ -271,6 +271,41 @@ impl Plan {
     }
 }
 
+impl Summary {
+    /// The summary of a rebuild of `m`'s target that wrote `size` bytes. With `computed`, the
+    /// output's sha256 and blake3, they (and the size) must be the delta's record: a mismatch
+    /// means the delta's own checksums lie, so it is corrupt. Without, the record is reported
+    /// and `full_hash_checked` says so.
+    pub(crate) fn of(
+        m: &Manifest,
+        size: u64,
+        computed: Option<([u8; 32], blake3::Hash)>,
+    ) -> Result<Summary> {
+        let mut summary = Summary {
+            size,
+            sha256: hex(&m.target_sha256),
+            blake3: hex(&m.target_blake3),
+            full_hash_checked: false,
+        };
+        if let Some((sha, blake)) = computed {
+            if sha != m.target_sha256
+                || blake.as_bytes() != &m.target_blake3
+                || size != m.target_size
+            {
+                return Err(Error::corrupt(format!(
+                    "the rebuilt file has sha256 {} but the delta promises {}",
+                    hex(&sha),
+                    hex(&m.target_sha256)
+                )));
+            }
+            summary.sha256 = hex(&sha);
+            summary.blake3 = blake.to_hex().to_string();
+            summary.full_hash_checked = true;
+        }
+        Ok(summary)
+    }
+}
+
 /// Fails unless the delta rebuilds the file the caller pinned.
 pub(crate) fn check_expected(promised: &[u8; 32], expected: &[u8; 32]) -> Result<()> {
     if promised != expected {
@@ -792,30 +827,11 @@ impl Rebuilder {
             .plan
             .as_ref()
             .ok_or_else(|| Error::internal("no plan"))?;
-        let m = &plan.manifest;
-        let mut summary = Summary {
-            size: self.written,
-            sha256: hex(&m.target_sha256),
-            blake3: hex(&m.target_blake3),
-            full_hash_checked: false,
-        };
-        if self.verify_whole {
+        let computed = self.verify_whole.then(|| {
             let sha: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
-            let blake = self.blake.finalize();
-            if sha != m.target_sha256
-                || blake.as_bytes() != &m.target_blake3
-                || self.written != m.target_size
-            {
-                return Err(Error::corrupt(format!(
-                    "the rebuilt file has sha256 {} but the delta promises {}",
-                    hex(&sha),
-                    hex(&m.target_sha256)
-                )));
-            }
-            summary.sha256 = hex(&sha);
-            summary.blake3 = blake.to_hex().to_string();
-            summary.full_hash_checked = true;
-        }
+            (sha, self.blake.finalize())
+        });
+        let summary = Summary::of(&plan.manifest, self.written, computed)?;
         self.summary = Some(summary);
         self.phase = Phase::Finished;
         Ok(())

@@ -15,7 +15,7 @@ use sha2::Digest as _;
 
 use crate::codec::blob::BlobDecoder;
 use crate::codec::encode::{self, EncodeOptions, EncodedDelta};
-use crate::codec::rebuild::{hex, Plan, Summary};
+use crate::codec::rebuild::{Plan, Summary};
 use crate::error::{Error, Result};
 
 /// A read-only file mapped into memory, or bytes already in memory.
@@ -356,27 +356,10 @@ pub fn rebuild_mapped(
                 consume(&chunk)?;
                 let _ = spare_tx.send(chunk);
             }
-            let mut summary = Summary {
-                size: m.target_size,
-                sha256: hex(&m.target_sha256),
-                blake3: hex(&m.target_blake3),
-                full_hash_checked: false,
-            };
-            if let (Some(sha), Some(blake)) = (sha, blake) {
-                let sha: [u8; 32] = sha.finalize().into();
-                let blake = blake.finalize();
-                if sha != m.target_sha256 || blake.as_bytes() != &m.target_blake3 {
-                    return Err(Error::corrupt(format!(
-                        "the rebuilt file has sha256 {} but the delta promises {}",
-                        hex(&sha),
-                        hex(&m.target_sha256)
-                    )));
-                }
-                summary.sha256 = hex(&sha);
-                summary.blake3 = blake.to_hex().to_string();
-                summary.full_hash_checked = true;
-            }
-            Ok(summary)
+            let computed = sha
+                .zip(blake)
+                .map(|(sha, blake)| (sha.finalize().into(), blake.finalize()));
+            Summary::of(m, m.target_size, computed)
         });
 
         pool.install(|| {
