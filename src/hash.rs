@@ -100,10 +100,12 @@ pub struct TensorHash {
 /// safetensors file. Memory: the header (at most the safetensors limit), nothing per byte.
 ///
 /// ```
+/// # fn main() -> zipllm::Result<()> {
 /// let mut h = zipllm::hash::FileHasher::new();
-/// h.update(b"hello ").unwrap();
-/// h.update(b"world").unwrap();
-/// assert_eq!(h.finish().unwrap().blake3, blake3::hash(b"hello world").to_hex().as_str());
+/// h.update(b"hello ")?;
+/// h.update(b"world")?;
+/// assert_eq!(h.finish()?.blake3, blake3::hash(b"hello world").to_hex().as_str());
+/// # Ok(()) }
 /// ```
 pub struct FileHasher {
     sha: sha2::Sha256,
