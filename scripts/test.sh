@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export ZIPLLM_MODELS=${ZIPLLM_MODELS:-$PWD/.cache/models}
+echo "== moto (a real S3 API, offline) for the store's tests"
+bash scripts/setup-moto.sh
+export ZIPLLM_MOTO_PYTHON=$PWD/.cache/venv/bin/python
 echo "== cargo test (release: the real-model tests decode 45-90 MB files)"
 cargo test --release --locked
 

@@ -27,6 +27,13 @@ pub enum ErrorCode {
     UnexpectedTarget,
     /// A bug in zipllm: an invariant broke (in the wasm build, a panic caught at the boundary).
     Internal,
+    /// A store object is missing, truncated or corrupt (the message names it and the repos
+    /// that need it).
+    StoreCorrupt,
+    /// The store holds no such repo, revision or file.
+    NotFound,
+    /// A request to the object store failed (network, permissions, service error).
+    Storage,
 }
 
 impl ErrorCode {
@@ -42,6 +49,9 @@ impl ErrorCode {
             ErrorCode::Io => "IO",
             ErrorCode::UnexpectedTarget => "UNEXPECTED_TARGET",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::StoreCorrupt => "STORE_CORRUPT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Storage => "STORAGE",
         }
     }
 
@@ -55,6 +65,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => 5,
             ErrorCode::WrongBase => 6,
             ErrorCode::UnexpectedTarget => 7,
+            ErrorCode::StoreCorrupt => 8,
+            ErrorCode::NotFound => 9,
+            ErrorCode::Storage => 10,
             ErrorCode::Internal => 70,
         }
     }
@@ -93,6 +106,22 @@ pub enum Error {
     /// An internal invariant broke: a bug, never a property of the input.
     #[error("internal error: {what}")]
     Internal { what: String },
+    /// A store object is missing or damaged.
+    #[error("store object {object} is {what}{}", needed_by(repos))]
+    StoreCorrupt {
+        /// The object's key.
+        object: String,
+        /// `missing`, `truncated`, `corrupt: …`.
+        what: String,
+        /// The `repo@revision`s whose files need it (filled in where known).
+        repos: Vec<String>,
+    },
+    /// No such repo, revision or file in the store.
+    #[error("not found: {what}")]
+    NotFound { what: String },
+    /// An object store request failed.
+    #[error("{context}: {message}")]
+    Storage { context: String, message: String },
     /// An I/O error, with the path or operation it concerns.
     #[error("{context}: {source}")]
     Io {
@@ -115,6 +144,9 @@ impl Error {
             Error::Io { .. } => ErrorCode::Io,
             Error::UnexpectedTarget { .. } => ErrorCode::UnexpectedTarget,
             Error::Internal { .. } => ErrorCode::Internal,
+            Error::StoreCorrupt { .. } => ErrorCode::StoreCorrupt,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::Storage { .. } => ErrorCode::Storage,
         }
     }
 
@@ -138,6 +170,18 @@ impl Error {
         Error::InvalidInput { what: what.into() }
     }
 
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
+    pub(crate) fn store_corrupt(object: impl Into<String>, what: impl Into<String>) -> Self {
+        Error::StoreCorrupt {
+            object: object.into(),
+            what: what.into(),
+            repos: Vec::new(),
+        }
+    }
+
     pub(crate) fn internal(what: impl Into<String>) -> Self {
         Error::Internal { what: what.into() }
     }
@@ -148,6 +192,14 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+fn needed_by(repos: &[String]) -> String {
+    if repos.is_empty() {
+        String::new()
+    } else {
+        format!(" (needed by {})", repos.join(", "))
     }
 }
 

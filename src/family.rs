@@ -87,7 +87,7 @@ pub struct TensorSig {
     pub len: u64,
 }
 
-fn tensor_sigs(model: &Model) -> Vec<TensorSig> {
+pub fn tensor_sigs(model: &Model) -> Vec<TensorSig> {
     let names: Vec<&str> = model.tensors.iter().map(|t| t.name.as_str()).collect();
     model
         .tensors
@@ -198,6 +198,15 @@ impl SamplePlan {
     /// Samples about `fraction` of every tensor's bytes (at least one block of each, whole
     /// tensors when they are smaller than a block); `fraction >= 1` takes everything.
     pub fn new(model: &Model, fraction: f64) -> SamplePlan {
+        Self::build(
+            model,
+            |len| (len as f64 * fraction / BLOCK as f64).ceil() as u64,
+            fraction >= 1.0,
+        )
+    }
+
+    /// A plan of `count(len)` blocks from each tensor of `len` bytes (all of it with `whole`).
+    fn build(model: &Model, count: impl Fn(u64) -> u64, whole: bool) -> SamplePlan {
         let tensors = tensor_sigs(model);
         let mut blocks = Vec::new();
         for (i, (t, sig)) in model.tensors.iter().zip(&tensors).enumerate() {
@@ -206,7 +215,7 @@ impl SamplePlan {
                 continue;
             }
             let whole_blocks = len / BLOCK;
-            if whole_blocks == 0 || fraction >= 1.0 {
+            if whole_blocks == 0 || whole {
                 blocks.push(Block {
                     tensor: i as u32,
                     offset: 0,
@@ -214,7 +223,7 @@ impl SamplePlan {
                 });
                 continue;
             }
-            let n = ((len as f64 * fraction / BLOCK as f64).ceil() as u64).clamp(1, whole_blocks);
+            let n = count(len).clamp(1, whole_blocks);
             // Stratified: one block in each of n equal strata, its position drawn from the
             // tensor's own seed.
             let mut rng = seeded(sig);
@@ -239,6 +248,14 @@ impl SamplePlan {
             ranges,
             starts,
         }
+    }
+
+    /// A plan taking the same `blocks` blocks of every tensor (fewer from a tensor with fewer
+    /// whole blocks; whole tensors smaller than a block), wherever the tensor sits in whichever
+    /// file: two models' plans sample the same elements of every tensor they share, so their
+    /// fingerprints can be compared with each other ([`compare_fingerprints`]).
+    pub fn per_tensor(model: &Model, blocks: u64) -> SamplePlan {
+        Self::build(model, |len| (len / BLOCK).min(blocks), false)
     }
 
     /// A plan reading at most `min(max_bytes, share × file)` bytes, header included. When one
@@ -463,8 +480,46 @@ pub fn compare(
     candidate: &Model,
     mut read: impl FnMut(usize, u64, u64) -> Result<Vec<u8>>,
 ) -> Result<Verdict> {
-    let cand_sigs = tensor_sigs(candidate);
-    let al = align(&target.tensors, &cand_sigs);
+    compare_sigs(
+        candidate_name,
+        target,
+        &tensor_sigs(candidate),
+        |i, o, l| read(i, o, l).map(Some),
+    )
+}
+
+/// Compares two fingerprints sampled with the same per-tensor plan
+/// ([`SamplePlan::per_tensor`]): blocks the candidate did not sample are skipped, so no bytes
+/// beyond the two fingerprints are needed (what the store does with thousands of bases).
+pub fn compare_fingerprints(
+    candidate_name: &str,
+    target: &Fingerprint,
+    candidate: &Fingerprint,
+) -> Result<Verdict> {
+    let blocks: HashMap<(u32, u64, u64), &[u8]> = candidate
+        .samples
+        .iter()
+        .map(|s| {
+            (
+                (s.block.tensor, s.block.offset, s.block.len),
+                s.bytes.as_slice(),
+            )
+        })
+        .collect();
+    compare_sigs(candidate_name, target, &candidate.tensors, |i, off, len| {
+        Ok(blocks.get(&(i as u32, off, len)).map(|b| b.to_vec()))
+    })
+}
+
+/// [`compare`] against a candidate's tensor table; `read` answers `None` for bytes it does not
+/// have (those samples are skipped).
+fn compare_sigs(
+    candidate_name: &str,
+    target: &Fingerprint,
+    cand_sigs: &[TensorSig],
+    mut read: impl FnMut(usize, u64, u64) -> Result<Option<Vec<u8>>>,
+) -> Result<Verdict> {
+    let al = align(&target.tensors, cand_sigs);
     let mut v = Verdict {
         candidate: candidate_name.to_string(),
         verdict: "incompatible".into(),
@@ -513,23 +568,42 @@ pub fn compare(
         if cand_sigs[ci].dtype != *dtype {
             continue;
         }
-        let other = read(ci, s.block.offset, s.block.len)?;
+        let Some(other) = read(ci, s.block.offset, s.block.len)? else {
+            continue;
+        };
         if other.len() != s.bytes.len() {
             return Err(Error::invalid(
                 "candidate returned the wrong number of bytes",
             ));
         }
-        let word_bits = DType::all()
+        let full_bits = DType::all()
             .iter()
             .find(|d| d.name() == dtype)
             .map_or(8, |d| d.bits().max(1));
-        let bits: u64 = s
-            .bytes
-            .iter()
-            .zip(&other)
-            .map(|(a, b)| (a ^ b).count_ones() as u64)
-            .sum();
-        let elements = (s.bytes.len() as u64 * 8 / word_bits).max(1);
+        // F32 elements are compared on their upper 16 bits (sign, exponent, 7 mantissa bits:
+        // the bf16 view). Any training reshuffles the low 16 mantissa bits of every weight
+        // it touches, related or not, so counting them drowns the signal; see docs/FAMILY.md.
+        let (bits, word_bits, elements) = if dtype == "F32" {
+            let bits: u64 = s
+                .bytes
+                .chunks_exact(4)
+                .zip(other.chunks_exact(4))
+                .map(|(a, b)| ((a[2] ^ b[2]).count_ones() + (a[3] ^ b[3]).count_ones()) as u64)
+                .sum();
+            (bits, 16, (s.bytes.len() as u64 / 4).max(1))
+        } else {
+            let bits: u64 = s
+                .bytes
+                .iter()
+                .zip(&other)
+                .map(|(a, b)| (a ^ b).count_ones() as u64)
+                .sum();
+            (
+                bits,
+                full_bits,
+                (s.bytes.len() as u64 * 8 / full_bits).max(1),
+            )
+        };
         let e = v.per_dtype.entry(dtype.clone()).or_default();
         e.bit_distance =
             (e.bit_distance * e.elements as f64 + bits as f64) / (e.elements + elements) as f64;

@@ -38,6 +38,8 @@ pub mod model;
 
 #[cfg(feature = "native")]
 pub mod native;
+#[cfg(feature = "store")]
+pub mod store;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub mod wasm;
 

@@ -139,7 +139,8 @@ fn ft_a_fp32_fingerprint_matches_the_pypi_base() {
     let v = native::compare_file("base", &fp, &base).unwrap();
     assert_eq!(v.verdict, "related", "{v:?}");
     assert!(
-        (0.15..0.28).contains(&v.normalized_distance.unwrap()),
+        // F32 is compared on its upper 16 bits: ft-a moves about 1.3 of them per element.
+        (0.03..0.15).contains(&v.normalized_distance.unwrap()),
         "{v:?}"
     );
     // Against a random initialization of the same config: unrelated.
@@ -148,7 +149,7 @@ fn ft_a_fp32_fingerprint_matches_the_pypi_base() {
     std::fs::write(&random, random_init(&std::fs::read(&base).unwrap(), 11)).unwrap();
     let v = native::compare_file("random", &fp, &random).unwrap();
     assert_eq!(v.verdict, "unrelated", "{v:?}");
-    assert!(v.normalized_distance.unwrap() > 0.38, "{v:?}");
+    assert!(v.normalized_distance.unwrap() > 0.33, "{v:?}");
     // And the bf16 base is reported as a dtype mismatch, not as unrelated.
     let v = native::compare_file("bf16", &fp, &real_model("model.bf16.safetensors")).unwrap();
     assert_eq!(v.verdict, "incompatible");

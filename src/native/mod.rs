@@ -543,7 +543,7 @@ pub fn rebuild_range(base: &Path, delta: &Path, range: Range<u64>) -> Result<Vec
 }
 
 /// Reads `len` bytes at `offset` of an open file.
-fn read_at(file: &File, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_at(file: &File, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>> {
     let what = || format!("reading {len} bytes at {offset} of {}", path.display());
     let n = usize::try_from(len).map_err(|_| Error::invalid(what()))?;
     let mut buf = vec![0u8; n];

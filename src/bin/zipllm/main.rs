@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+mod store;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use zipllm::native::{self, DeltaFile, Mapped};
@@ -18,7 +20,9 @@ use zipllm::{EncodeOptions, Error, Result, Strategy};
     about = "Rebuild fine-tuned safetensors byte for byte from a base model plus a small delta",
     after_help = "Exit status: 0 ok, 1 I/O error, 2 bad arguments or inputs, 3 malformed safetensors, \
                   4 corrupt or truncated delta, 5 unsupported delta version, 6 wrong base, \
-                  7 the delta rebuilds another file than --expect-sha256, 70 internal error."
+                  7 the delta rebuilds another file than --expect-sha256, 8 a store object is missing or \
+                  corrupt, 9 no such repo, revision or file in the store, 10 the object store \
+                  failed a request, 70 internal error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -164,6 +168,11 @@ enum Command {
         #[arg(long, default_value_t = 2048)]
         sample_kib: u64,
     },
+    /// The hub store: many repos on a folder or S3, each tensor kept once (docs/STORE.md).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Write a copy of a model with every F32 tensor cast to BF16 (round to nearest even).
     Cast {
         /// The model to cast.
@@ -202,6 +211,7 @@ fn mb(bytes: u64) -> String {
 
 fn run(command: Command) -> Result<()> {
     match command {
+        Command::Store { command } => store::run(command)?,
         Command::Encode {
             base,
             target,
@@ -591,7 +601,7 @@ fn main() -> ExitCode {
             | Command::Inspect { json: true, .. }
             | Command::Bench { json: true, .. }
             | Command::Match { json: true, .. }
-    );
+    ) || matches!(&cli.command, Command::Store { command } if command.json());
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,168 @@
+//! The dedup and family index: what ingest looks new files and tensors up in. Rebuilt from the
+//! committed manifests (the object store stays the only source of truth), then grown by the
+//! ingest that uses it.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::store::layout::{BaseRef, Encoding, FileEntry, Manifest, Segment, TensorRecord};
+use crate::store::plan::Records;
+
+/// A file that can serve as a base.
+#[derive(Debug, Clone)]
+pub struct BaseFile {
+    /// Where it is.
+    pub at: BaseRef,
+    /// Its entry.
+    pub entry: FileEntry,
+}
+
+/// Lookups over every committed revision.
+#[derive(Default)]
+pub struct Index {
+    /// Tensor records by BLAKE3.
+    pub tensors: Records,
+    /// F32 tensors by the BLAKE3 of their BF16 cast.
+    pub casts: HashMap<String, String>,
+    /// Files by sha256: the entry (its segments and how it is stored).
+    pub files: HashMap<String, FileEntry>,
+    /// Files that can be bases.
+    pub bases: Vec<BaseFile>,
+    /// Bases by tensor signature (see [`crate::store::layout::BaseInfo::sigs`]).
+    pub by_sig: HashMap<String, Vec<usize>>,
+    seen_bases: HashSet<String>,
+}
+
+impl Index {
+    /// Builds the index from manifests.
+    pub fn from_manifests(manifests: &[Manifest]) -> Index {
+        // Oldest first, so a base is named after the revision that stored it, not a later
+        // re-upload of the same file.
+        let mut order: Vec<&Manifest> = manifests.iter().collect();
+        order.sort_by(|a, b| {
+            (a.created, &a.repo, &a.revision).cmp(&(b.created, &b.repo, &b.revision))
+        });
+        let mut index = Index::default();
+        for m in order {
+            index.add_manifest(m);
+        }
+        index
+    }
+
+    /// Adds a manifest's files and records.
+    pub fn add_manifest(&mut self, m: &Manifest) {
+        for (hash, rec) in &m.tensors {
+            self.add_record(hash, rec);
+        }
+        for f in &m.files {
+            self.add_file(&m.repo, &m.revision, f);
+        }
+    }
+
+    /// Adds one tensor record (the first one seen for a hash is kept).
+    pub fn add_record(&mut self, hash: &str, rec: &TensorRecord) {
+        if let Some(c) = &rec.bf16_cast {
+            if matches!(rec.encoding, Encoding::Raw { .. }) {
+                self.casts
+                    .entry(c.clone())
+                    .or_insert_with(|| hash.to_string());
+            }
+        }
+        self.tensors
+            .entry(hash.to_string())
+            .or_insert_with(|| rec.clone());
+    }
+
+    /// Adds one file (and, if it can be a base, indexes it by its tensor signatures).
+    pub fn add_file(&mut self, repo: &str, revision: &str, f: &FileEntry) {
+        self.files
+            .entry(f.sha256.clone())
+            .or_insert_with(|| f.clone());
+        let Some(info) = &f.base_info else {
+            return;
+        };
+        if !self.seen_bases.insert(f.sha256.clone()) {
+            // Prefer the copy that stored the bytes over a duplicate committed the same second.
+            if f.stored_bytes > 0 {
+                if let Some(b) = self
+                    .bases
+                    .iter_mut()
+                    .find(|b| b.at.sha256 == f.sha256 && b.entry.stored_bytes == 0)
+                {
+                    b.at.repo = repo.to_string();
+                    b.at.revision = revision.to_string();
+                    b.at.path = f.path.clone();
+                    b.entry = f.clone();
+                }
+            }
+            return;
+        }
+        let i = self.bases.len();
+        self.bases.push(BaseFile {
+            at: BaseRef {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+                bit_distance: 0.0,
+            },
+            entry: f.clone(),
+        });
+        let mut sigs: Vec<&String> = info.sigs.iter().collect();
+        sigs.sort();
+        sigs.dedup();
+        for s in sigs {
+            self.by_sig.entry(s.clone()).or_default().push(i);
+        }
+    }
+
+    /// Bases sharing at least `min_share` of `sigs` (a new file's tensor signatures), most
+    /// shared first, at most `limit`: hash lookups per tensor, not a scan of every base.
+    pub fn candidates(&self, sigs: &[String], min_share: f64, limit: usize) -> Vec<&BaseFile> {
+        let mut votes: HashMap<usize, usize> = HashMap::new();
+        let mut uniq: Vec<&String> = sigs.iter().collect();
+        uniq.sort();
+        uniq.dedup();
+        for s in &uniq {
+            for &b in self.by_sig.get(*s).map_or(&[][..], |v| v.as_slice()) {
+                *votes.entry(b).or_default() += 1;
+            }
+        }
+        let need = (uniq.len() as f64 * min_share).ceil() as usize;
+        let mut ranked: Vec<(usize, usize)> = votes
+            .into_iter()
+            .filter(|&(_, n)| n >= need.max(1))
+            .collect();
+        ranked.sort_by_key(|&(b, n)| (std::cmp::Reverse(n), b));
+        ranked
+            .into_iter()
+            .take(limit)
+            .map(|(b, _)| &self.bases[b])
+            .collect()
+    }
+
+    /// Every record `hash` needs (itself, its base or source, and theirs), into `out`.
+    pub fn closure(&self, hash: &str, out: &mut Records) {
+        let mut cur = Some(hash.to_string());
+        let mut depth = 0;
+        while let Some(h) = cur.take() {
+            let Some(rec) = self.tensors.get(&h) else {
+                return;
+            };
+            cur = rec.dependency().map(str::to_string);
+            out.insert(h, rec.clone());
+            depth += 1;
+            if depth > crate::store::layout::MAX_DEPTH {
+                return;
+            }
+        }
+    }
+
+    /// The records a file entry needs.
+    pub fn file_records(&self, f: &FileEntry, out: &mut Records) {
+        for s in &f.segments {
+            if let Segment::Tensor { blake3, .. } = s {
+                self.closure(blake3, out);
+            }
+        }
+    }
+}

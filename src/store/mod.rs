@@ -1,0 +1,229 @@
+//! The hub store: many model repos on object storage, each file restorable byte for byte, with
+//! ZipLLM's pipeline applied across all of them — file dedup by sha256, tensor dedup by BLAKE3,
+//! automatic family matching and BitX-style deltas against the chosen base — plus casts kept
+//! as recipes.
+//!
+//! * [`layout`] — object keys, manifests and their checks (sans-I/O; docs/STORE.md).
+//! * [`plan`] — which parts a tensor range needs and how they decode (sans-I/O).
+//! * [`zip`] — stored members of PyTorch zip checkpoints (sans-I/O).
+//! * [`index`] — the dedup and family index, rebuilt from the manifests.
+//! * [`objects`] — the `object_store` backend (local folder or S3) with request counters.
+//! * [`ingest`], [`restore`], [`maintain`] (ls, show, stats, verify, gc, rm), [`bench`].
+
+pub mod bench;
+pub mod index;
+pub mod ingest;
+pub mod layout;
+pub mod maintain;
+pub mod objects;
+pub mod plan;
+pub mod restore;
+pub mod zip;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use layout::{manifest_key, pack_key, Manifest, Part, MAX_MANIFEST_LEN};
+use objects::{Listed, Objects};
+
+pub use ingest::{IngestOptions, IngestReport};
+pub use maintain::{Stats, VerifyReport};
+pub use restore::RestoreReport;
+
+/// Ranges of one pack closer than this are read with one request.
+const COALESCE_GAP: u64 = 1 << 20;
+
+/// Largest single read (several parts merged).
+const MAX_READ: u64 = 64 << 20;
+
+/// A store: a local folder or an `s3://bucket/prefix`.
+pub struct Store {
+    objects: Objects,
+}
+
+/// A committed revision, as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RevisionInfo {
+    /// Repo id.
+    pub repo: String,
+    /// Revision.
+    pub revision: String,
+    /// Files.
+    pub files: usize,
+    /// Sum of the files' sizes.
+    pub bytes: u64,
+    /// Unix seconds of the commit.
+    pub created: u64,
+}
+
+/// Parts fetched from packs, by (pack, offset).
+#[derive(Default)]
+pub struct PartCache {
+    blobs: HashMap<(String, u64), Bytes>,
+}
+
+impl plan::Fetched for PartCache {
+    fn blob(&self, part: &Part) -> Option<&[u8]> {
+        self.blobs
+            .get(&(part.pack.clone(), part.offset))
+            .filter(|b| b.len() as u64 == part.len)
+            .map(|b| b.as_ref())
+    }
+}
+
+impl PartCache {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.blobs.values().map(|b| b.len() as u64).sum()
+    }
+}
+
+impl Store {
+    /// Opens a store (see [`Objects::open`]).
+    pub fn open(location: &str) -> Result<Store> {
+        Ok(Store {
+            objects: Objects::open(location)?,
+        })
+    }
+
+    /// The backend, with its request counters.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    /// Reads one revision's manifest.
+    pub fn manifest(&self, repo: &str, revision: &str) -> Result<Manifest> {
+        layout::check_repo_id(repo)?;
+        layout::check_revision(revision)?;
+        let key = manifest_key(repo, revision);
+        match self.objects.get(&key, MAX_MANIFEST_LEN)? {
+            Some(b) => Manifest::parse(&key, &b),
+            None => Err(Error::not_found(format!(
+                "{repo}@{revision} is not in the store"
+            ))),
+        }
+    }
+
+    /// The manifest keys in the store, with their listing entries.
+    pub fn manifest_keys(&self) -> Result<Vec<Listed>> {
+        let mut v: Vec<Listed> = self
+            .objects
+            .list("repos/")?
+            .into_iter()
+            .filter(|l| layout::parse_manifest_key(&l.key).is_some())
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(v)
+    }
+
+    /// Every committed manifest, or the first one that fails to read or parse.
+    pub fn manifests(&self) -> Result<Vec<Manifest>> {
+        self.manifests_lenient()?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Every committed manifest, each read or failed on its own (key and result).
+    pub fn manifests_lenient(&self) -> Result<Vec<(String, Result<Manifest>)>> {
+        let keys: Vec<String> = self.manifest_keys()?.into_iter().map(|l| l.key).collect();
+        let got = self.objects.get_many(&keys, MAX_MANIFEST_LEN)?;
+        Ok(keys
+            .into_iter()
+            .zip(got)
+            .filter_map(|(k, b)| {
+                // A manifest removed between the listing and the read is simply gone.
+                let b = b?;
+                let parsed = Manifest::parse(&k, &b);
+                Some((k, parsed))
+            })
+            .collect())
+    }
+
+    /// Repos and revisions.
+    pub fn ls(&self) -> Result<Vec<RevisionInfo>> {
+        Ok(self
+            .manifests()?
+            .into_iter()
+            .map(|m| RevisionInfo {
+                files: m.files.len(),
+                bytes: m.files.iter().map(|f| f.size).sum(),
+                repo: m.repo,
+                revision: m.revision,
+                created: m.created,
+            })
+            .collect())
+    }
+
+    /// Fetches the stored bytes of `parts` (deduplicated; nearby ranges of one pack merged into
+    /// one request; packs read in parallel).
+    pub fn fetch(&self, parts: &[Part]) -> Result<PartCache> {
+        let mut by_pack: BTreeMap<&str, Vec<Range<u64>>> = BTreeMap::new();
+        for p in parts {
+            by_pack
+                .entry(&p.pack)
+                .or_default()
+                .push(p.offset..p.offset + p.len);
+        }
+        let mut reads: Vec<(String, Range<u64>)> = Vec::new();
+        for (pack, mut ranges) in by_pack {
+            ranges.sort_by_key(|r| (r.start, r.end));
+            let mut cur: Option<Range<u64>> = None;
+            for r in ranges {
+                cur = match cur {
+                    Some(c)
+                        if r.start <= c.end + COALESCE_GAP
+                            && r.end.max(c.end) - c.start <= MAX_READ =>
+                    {
+                        Some(c.start..c.end.max(r.end))
+                    }
+                    Some(c) => {
+                        reads.push((pack.to_string(), c));
+                        Some(r)
+                    }
+                    None => Some(r),
+                };
+            }
+            if let Some(c) = cur {
+                reads.push((pack.to_string(), c));
+            }
+        }
+        let got: Vec<Bytes> = reads
+            .par_iter()
+            .map(|(pack, r)| {
+                self.objects
+                    .get_ranges(&pack_key(pack), std::slice::from_ref(r))
+                    .map(|mut v| v.remove(0))
+            })
+            .collect::<Result<_>>()?;
+        let mut cache = PartCache::default();
+        for p in parts {
+            let i = reads.partition_point(|(pk, r)| {
+                (pk.as_str(), r.start) < (p.pack.as_str(), p.offset + 1)
+            });
+            let hit = reads[..i].iter().enumerate().rev().find(|(_, (pk, r))| {
+                *pk == p.pack && r.start <= p.offset && p.offset + p.len <= r.end
+            });
+            let Some((j, (_, r))) = hit else {
+                return Err(Error::internal("a fetched part is not in any read"));
+            };
+            let at = (p.offset - r.start) as usize;
+            cache.blobs.insert(
+                (p.pack.clone(), p.offset),
+                got[j].slice(at..at + p.len as usize),
+            );
+        }
+        Ok(cache)
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
