@@ -2,10 +2,11 @@
 //! bf16 tensors of 64 MiB, pseudo-random weights, every fourth tensor of the fine-tune with one
 //! word in sixteen moved by one unit in the last place. Streams to disk; memory stays small.
 //!
-//! `cargo run --release --example synth_model -- BASE TARGET GIB`
+//! `cargo run --release --example synth_model -- BASE TARGET GIB [TENSOR_MIB]` (tensors of 64 MiB
+//! unless TENSOR_MIB says otherwise; written 64 MiB at a time whatever their size).
 use std::io::{BufWriter, Write};
 
-const TENSOR: u64 = 64 << 20;
+const CHUNK: u64 = 64 << 20;
 
 fn fill(seed: u64, out: &mut [u8]) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -21,16 +22,21 @@ fn fill(seed: u64, out: &mut [u8]) {
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: synth_model BASE TARGET GIB");
+    if args.len() != 4 && args.len() != 5 {
+        eprintln!("usage: synth_model BASE TARGET GIB [TENSOR_MIB]");
         std::process::exit(2);
     }
     let gib: f64 = args[3].parse().expect("GIB must be a number");
-    let count = ((gib * (1u64 << 30) as f64) / TENSOR as f64).ceil() as u64;
+    let tensor_mib: u64 = args.get(4).map_or(64, |a| {
+        a.parse().expect("TENSOR_MIB must be a whole number")
+    });
+    let tensor: u64 = tensor_mib << 20;
+    assert!(tensor % CHUNK == 0, "TENSOR_MIB must be a multiple of 64");
+    let count = ((gib * (1u64 << 30) as f64) / tensor as f64).ceil() as u64;
     let mut json = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
     for i in 0..count {
-        let (a, b) = (i * TENSOR, (i + 1) * TENSOR);
-        json.push_str(&format!(",\"layers.{i}.weight\":{{\"dtype\":\"BF16\",\"shape\":[{},{}],\"data_offsets\":[{a},{b}]}}", TENSOR / 2 / 4096, 4096));
+        let (a, b) = (i * tensor, (i + 1) * tensor);
+        json.push_str(&format!(",\"layers.{i}.weight\":{{\"dtype\":\"BF16\",\"shape\":[{},{}],\"data_offsets\":[{a},{b}]}}", tensor / 2 / 4096, 4096));
     }
     json.push('}');
     while json.len() % 8 != 0 {
@@ -42,24 +48,27 @@ fn main() -> std::io::Result<()> {
         w.write_all(&(json.len() as u64).to_le_bytes())?;
         w.write_all(json.as_bytes())?;
     }
-    let mut buf = vec![0u8; TENSOR as usize];
+    let mut buf = vec![0u8; CHUNK as usize];
     for i in 0..count {
-        fill(i + 1, &mut buf);
-        base.write_all(&buf)?;
-        if i % 4 == 3 {
-            for w in buf.chunks_exact_mut(32) {
-                let u = u16::from_le_bytes([w[0], w[1]]).wrapping_add(1);
-                w[..2].copy_from_slice(&u.to_le_bytes());
+        for c in 0..tensor / CHUNK {
+            // The first chunk of every tensor draws from the tensor's own seed, as before.
+            fill((i + 1) + c * 0x1_0000_0000, &mut buf);
+            base.write_all(&buf)?;
+            if i % 4 == 3 {
+                for w in buf.chunks_exact_mut(32) {
+                    let u = u16::from_le_bytes([w[0], w[1]]).wrapping_add(1);
+                    w[..2].copy_from_slice(&u.to_le_bytes());
+                }
             }
+            target.write_all(&buf)?;
         }
-        target.write_all(&buf)?;
     }
     base.flush()?;
     target.flush()?;
     println!(
         "{} tensors, {} bytes each file",
         count,
-        8 + json.len() as u64 + count * TENSOR
+        8 + json.len() as u64 + count * tensor
     );
     Ok(())
 }

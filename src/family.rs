@@ -45,6 +45,24 @@ const WRAPPERS: [&str; 8] = [
     "0.auto_model.",
 ];
 
+/// First components that name a module of the model itself, never a wrapper.
+const STRUCTURAL: [&str; 14] = [
+    "layers",
+    "layer",
+    "h",
+    "blocks",
+    "block",
+    "encoder",
+    "decoder",
+    "embeddings",
+    "embed_tokens",
+    "lm_head",
+    "norm",
+    "pooler",
+    "wte",
+    "wpe",
+];
+
 /// The canonical names of a model's tensors: known wrapper prefixes dropped from each name,
 /// then a first component every name shares (e.g. `distilbert.`) dropped too.
 pub fn canonical_names(names: &[&str]) -> Vec<String> {
@@ -60,9 +78,15 @@ pub fn canonical_names(names: &[&str]) -> Vec<String> {
         .collect();
     if out.len() > 1 {
         let first = out[0].split_once('.').map(|(a, _)| format!("{a}."));
+        // A shared first component is a model-class wrapper (`distilbert.`), unless it is a
+        // module every transformer has: a shard of a checkpoint can hold only `layers.*` or
+        // only `embeddings.*`, and must keep the names its base has.
         if let Some(p) = first.filter(|p| {
-            out.iter()
-                .all(|n| n.starts_with(p.as_str()) && n.len() > p.len())
+            !STRUCTURAL.contains(&p.trim_end_matches('.'))
+                && !p.trim_end_matches('.').bytes().all(|b| b.is_ascii_digit())
+                && out
+                    .iter()
+                    .all(|n| n.starts_with(p.as_str()) && n.len() > p.len())
         }) {
             for n in &mut out {
                 *n = n[p.len()..].to_string();
@@ -726,6 +750,11 @@ mod tests {
         assert_eq!(c, vec!["layers.0.w", "lm_head.weight"]);
         let d = canonical_names(&["distilbert.a.w", "distilbert.b.w"]);
         assert_eq!(d, vec!["a.w", "b.w"]);
+        // A shard holding only one module keeps its names.
+        let e = canonical_names(&["model.layers.30.w", "model.layers.31.w"]);
+        assert_eq!(e, vec!["layers.30.w", "layers.31.w"]);
+        let f = canonical_names(&["embeddings.word.weight", "embeddings.norm.weight"]);
+        assert_eq!(f, vec!["embeddings.word.weight", "embeddings.norm.weight"]);
     }
 
     #[test]

@@ -11,7 +11,12 @@ use serde_json::Value;
 use zipllm::DType;
 
 fn zipllm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_zipllm"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zipllm"));
+    c.env(
+        "ZIPLLM_CACHE",
+        concat!(env!("CARGO_TARGET_TMPDIR"), "/zipllm-cache"),
+    );
+    c
 }
 
 fn run(args: &[&str], envs: &[(String, String)]) -> Output {
@@ -255,6 +260,59 @@ fn file_sha(dir: &Path, name: &str) -> String {
 fn check_pipeline(store: &str, envs: &[(String, String)]) {
     let c = corpus();
     let reports = ingest_all(store, &c, envs);
+    // Manifests read once come from the local cache: one more ingest GETs only the manifest it
+    // has not seen (the last one written), where without the cache it reads them all.
+    let dir0 = c.repos[0].1.to_str().unwrap();
+    let again = ok_json(
+        &[
+            "store",
+            "ingest",
+            store,
+            "acme/base",
+            dir0,
+            "--revision",
+            "again",
+            "--json",
+        ],
+        envs,
+    );
+    assert!(
+        again["requests"]["gets"].as_u64().unwrap() <= 2,
+        "{}",
+        again["requests"]
+    );
+    let mut off = envs.to_vec();
+    off.push(("ZIPLLM_CACHE".into(), "off".into()));
+    let uncached = ok_json(
+        &[
+            "store",
+            "ingest",
+            store,
+            "acme/base",
+            dir0,
+            "--revision",
+            "again",
+            "--json",
+        ],
+        &off,
+    );
+    assert!(
+        uncached["requests"]["gets"].as_u64().unwrap() > c.repos.len() as u64,
+        "{}",
+        uncached["requests"]
+    );
+    ok_json(
+        &[
+            "store",
+            "rm",
+            store,
+            "acme/base",
+            "--revision",
+            "again",
+            "--json",
+        ],
+        envs,
+    );
     let file = |r: &Value, p: &str| -> Value {
         r["files"]
             .as_array()

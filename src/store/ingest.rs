@@ -369,7 +369,14 @@ fn encode_job(
     };
     if let (Some((base, base_range)), Some(d)) = (&job.base, dtype) {
         let mut dec = BlobDecoder::new()?;
-        let base_bytes = plan::read(store_tensors, base, base_range.clone(), cache, &mut dec)?;
+        let base_bytes = plan::read(
+            store_tensors,
+            base,
+            base_range.clone(),
+            cache,
+            &mut dec,
+            true,
+        )?;
         let method = strategy.candidates(d, true)[0];
         let delta = blob::encode(&target, Some(&base_bytes), job.word, method, level)?;
         // Never keep a delta larger than the part compressed on its own. Compressing it on its
@@ -717,7 +724,7 @@ fn ingest_file(
             let blob = plan::Fetched::blob(&cache, &info.fingerprint)
                 .ok_or_else(|| Error::internal("fingerprint not fetched"))?;
             let mut dec = BlobDecoder::new()?;
-            let bytes = plan::decode_part(&mut dec, &info.fingerprint, blob, None, 1)?;
+            let bytes = plan::decode_part(&mut dec, &info.fingerprint, blob, None, 1, true)?;
             let cand_fp = Fingerprint::from_bytes(&bytes).map_err(|e| {
                 Error::store_corrupt(
                     pack_key(&info.fingerprint.pack),

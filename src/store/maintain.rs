@@ -151,11 +151,44 @@ pub fn stats(store: &Store) -> Result<Stats> {
         Some(b) => format!("{}/{}", b.repo, b.path),
         None => format!("{}/{}", m.repo, f.path),
     };
+    // A file with no base heads a family, unless it is a cast copy of another file: then it
+    // joins its source's (found through any of its cast records).
     let mut by_sha: HashMap<&str, String> = HashMap::new();
+    let mut home: HashMap<&str, String> = HashMap::new();
+    let cast_source = |m: &'_ Manifest, f: &layout::FileEntry| -> Option<String> {
+        f.segments.iter().find_map(|s| match s {
+            Segment::Tensor { blake3, .. } => match &m.tensors.get(blake3)?.encoding {
+                Encoding::Cast { source, .. } => Some(source.clone()),
+                _ => None,
+            },
+            Segment::Bytes { .. } => None,
+        })
+    };
+    for m in &manifests {
+        for f in &m.files {
+            if f.base.is_none() && cast_source(m, f).is_none() {
+                let name = by_sha
+                    .entry(&f.sha256)
+                    .or_insert_with(|| family_of(m, f))
+                    .clone();
+                for s in &f.segments {
+                    if let Segment::Tensor { blake3, .. } = s {
+                        home.entry(blake3).or_insert_with(|| name.clone());
+                    }
+                }
+            }
+        }
+    }
     for m in &manifests {
         for f in &m.files {
             if f.base.is_none() {
-                by_sha.entry(&f.sha256).or_insert_with(|| family_of(m, f));
+                if let Some(src) = cast_source(m, f) {
+                    let name = home
+                        .get(src.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| family_of(m, f));
+                    by_sha.entry(&f.sha256).or_insert(name);
+                }
             }
         }
     }

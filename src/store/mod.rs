@@ -8,7 +8,8 @@
 //! * [`zip`] — stored members of PyTorch zip checkpoints (sans-I/O).
 //! * [`index`] — the dedup and family index, rebuilt from the manifests.
 //! * [`objects`] — the `object_store` backend (local folder or S3) with request counters.
-//! * [`ingest`], [`restore`], [`maintain`] (ls, show, stats, verify, gc, rm), [`bench`].
+//! * [`ingest`], [`restore`], [`maintain`] (ls, show, stats, verify, gc, rm), [`bench`],
+//!   [`simulate`] (the store at hub scale, on metadata).
 
 pub mod bench;
 pub mod index;
@@ -18,9 +19,11 @@ pub mod maintain;
 pub mod objects;
 pub mod plan;
 pub mod restore;
+pub mod simulate;
 pub mod zip;
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -128,18 +131,34 @@ impl Store {
             .collect()
     }
 
-    /// Every committed manifest, each read or failed on its own (key and result).
+    /// Every committed manifest, each read or failed on its own (key and result). Manifests
+    /// already read are taken from the local cache when the listing shows the same version
+    /// (size, time and ETag), so an ingest into a store of thousands of revisions reads only the
+    /// new ones; the cache is a copy, always checked like a download.
     pub fn manifests_lenient(&self) -> Result<Vec<(String, Result<Manifest>)>> {
-        let keys: Vec<String> = self.manifest_keys()?.into_iter().map(|l| l.key).collect();
+        let listed = self.manifest_keys()?;
+        let cache = ManifestCache::for_store(self.objects.url());
+        let mut bytes: Vec<Option<Bytes>> = listed
+            .iter()
+            .map(|l| cache.as_ref().and_then(|c| c.get(l)))
+            .collect();
+        let missing: Vec<usize> = (0..listed.len()).filter(|&i| bytes[i].is_none()).collect();
+        let keys: Vec<String> = missing.iter().map(|&i| listed[i].key.clone()).collect();
         let got = self.objects.get_many(&keys, MAX_MANIFEST_LEN)?;
-        Ok(keys
+        for (&i, b) in missing.iter().zip(got) {
+            if let (Some(c), Some(b)) = (&cache, &b) {
+                c.put(&listed[i], b);
+            }
+            bytes[i] = b;
+        }
+        Ok(listed
             .into_iter()
-            .zip(got)
-            .filter_map(|(k, b)| {
+            .zip(bytes)
+            .filter_map(|(l, b)| {
                 // A manifest removed between the listing and the read is simply gone.
                 let b = b?;
-                let parsed = Manifest::parse(&k, &b);
-                Some((k, parsed))
+                let parsed = Manifest::parse(&l.key, &b);
+                Some((l.key, parsed))
             })
             .collect())
     }
@@ -218,6 +237,49 @@ impl Store {
             );
         }
         Ok(cache)
+    }
+}
+
+/// Manifests read before, under `$ZIPLLM_CACHE` (else `$XDG_CACHE_HOME/zipllm` or
+/// `~/.cache/zipllm`) in `manifests/<blake3 of the store's location>/`; `ZIPLLM_CACHE=off`
+/// turns it off. Every failure to use it only means a download.
+struct ManifestCache {
+    dir: std::path::PathBuf,
+}
+
+impl ManifestCache {
+    fn for_store(url: &str) -> Option<ManifestCache> {
+        let root = match std::env::var_os("ZIPLLM_CACHE") {
+            Some(v) if v == "off" => return None,
+            Some(v) => std::path::PathBuf::from(v),
+            None => match std::env::var_os("XDG_CACHE_HOME") {
+                Some(x) => std::path::PathBuf::from(x).join("zipllm"),
+                None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/zipllm"),
+            },
+        };
+        let dir = root
+            .join("manifests")
+            .join(&blake3::hash(url.as_bytes()).to_hex()[..32]);
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(ManifestCache { dir })
+    }
+
+    /// The cache file for one version of one manifest.
+    fn path(&self, l: &Listed) -> std::path::PathBuf {
+        let name = blake3::hash(format!("{}\n{}", l.key, l.version).as_bytes()).to_hex();
+        self.dir.join(format!("{}.json", &name[..32]))
+    }
+
+    fn get(&self, l: &Listed) -> Option<Bytes> {
+        let b = std::fs::read(self.path(l)).ok()?;
+        (b.len() as u64 == l.size).then(|| Bytes::from(b))
+    }
+
+    fn put(&self, l: &Listed, b: &Bytes) {
+        let _ = crate::native::write_atomically(&self.path(l), |w| {
+            w.write_all(b)
+                .map_err(|e| Error::io("writing the manifest cache", e))
+        });
     }
 }
 

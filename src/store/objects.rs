@@ -84,6 +84,8 @@ pub struct Listed {
     pub size: u64,
     /// Unix seconds of the last write.
     pub modified: i64,
+    /// The object's version tag, where the backend gives one (S3: its ETag).
+    pub version: String,
 }
 
 /// A store location opened for use.
@@ -322,6 +324,12 @@ impl Objects {
                 key: self.key_of(&m.location),
                 size: m.size,
                 modified: m.last_modified.timestamp(),
+                version: format!(
+                    "{}/{}/{}",
+                    m.size,
+                    m.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                    m.e_tag.unwrap_or_default()
+                ),
             })
             .collect())
     }

@@ -86,6 +86,7 @@ fn read_pieces(
     records: &Records,
     entry: &FileEntry,
     pieces: &[Piece],
+    check: bool,
 ) -> Result<Vec<Vec<u8>>> {
     let mut needs = Vec::new();
     for p in pieces {
@@ -111,7 +112,7 @@ fn read_pieces(
                     for (start, part) in plan::overlapping(parts, &p.range) {
                         let blob = plan::Fetched::blob(&cache, part)
                             .ok_or_else(|| Error::internal("a part was not fetched"))?;
-                        let bytes = plan::decode_part(dec, part, blob, None, 1)?;
+                        let bytes = plan::decode_part(dec, part, blob, None, 1, check)?;
                         let lo = p.range.start.max(start) - start;
                         let hi = p.range.end.min(start + part.raw_len) - start;
                         out.extend_from_slice(&bytes[lo as usize..hi as usize]);
@@ -119,7 +120,7 @@ fn read_pieces(
                     Ok(out)
                 }
                 Segment::Tensor { blake3, .. } => {
-                    plan::read(records, blake3, p.range.clone(), &cache, dec)
+                    plan::read(records, blake3, p.range.clone(), &cache, dec, check)
                 }
             }
         })
@@ -148,12 +149,14 @@ fn needed_by(e: Error, m: &Manifest) -> Error {
     }
 }
 
-/// Streams a whole file into `out`, returning its sha256 (hex).
+/// Streams a whole file into `out`, returning its sha256 (hex). With `check`, every part is
+/// also checked against its BLAKE3 as it is decoded (see [`stream_checked`]).
 pub fn stream_file(
     store: &Store,
     m: &Manifest,
     entry: &FileEntry,
     out: &mut dyn Write,
+    check: bool,
 ) -> Result<String> {
     let all = pieces(entry, 0..entry.size);
     let mut sha = sha2::Sha256::new();
@@ -167,8 +170,8 @@ pub fn stream_file(
             bytes += all[end].range.end - all[end].range.start;
             end += 1;
         }
-        let chunks =
-            read_pieces(store, &m.tensors, entry, &all[start..end]).map_err(|e| needed_by(e, m))?;
+        let chunks = read_pieces(store, &m.tensors, entry, &all[start..end], check)
+            .map_err(|e| needed_by(e, m))?;
         for c in chunks {
             sha.update(&c);
             out.write_all(&c)
@@ -177,6 +180,22 @@ pub fn stream_file(
         start = end;
     }
     Ok(crate::codec::rebuild::hex(&sha.finalize()))
+}
+
+/// Streams a file into `out` and checks its sha256. Parts are not hashed one by one on the way
+/// (the sha256 covers every byte); if the sha256 fails, the file is read again with every part
+/// checked, to name the damaged object and the revisions needing it.
+pub fn stream_checked(
+    store: &Store,
+    m: &Manifest,
+    entry: &FileEntry,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let got = stream_file(store, m, entry, out, false)?;
+    if got != entry.sha256 {
+        stream_file(store, m, entry, &mut std::io::sink(), true)?;
+    }
+    check_sha(m, entry, &got)
 }
 
 /// Checks a streamed file's sha256 against its entry.
@@ -220,10 +239,7 @@ pub fn restore(
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        crate::native::write_atomically(&dest, |w| {
-            let got = stream_file(store, &m, entry, w)?;
-            check_sha(&m, entry, &got)
-        })?;
+        crate::native::write_atomically(&dest, |w| stream_checked(store, &m, entry, w))?;
         bytes += entry.size;
         files.push(RestoredFile {
             path: entry.path.clone(),
@@ -243,8 +259,7 @@ pub fn restore(
 
 /// Checks that a revision's file restores to its sha256, writing nothing.
 pub fn check_file(store: &Store, m: &Manifest, entry: &FileEntry) -> Result<()> {
-    let got = stream_file(store, m, entry, &mut std::io::sink())?;
-    check_sha(m, entry, &got)
+    stream_checked(store, m, entry, &mut std::io::sink())
 }
 
 /// Reads `range` of one file (every part it touches checked against its BLAKE3).
@@ -264,6 +279,6 @@ pub fn read_range(
         )));
     }
     let ps = pieces(entry, range);
-    let chunks = read_pieces(store, &m.tensors, entry, &ps).map_err(|e| needed_by(e, &m))?;
+    let chunks = read_pieces(store, &m.tensors, entry, &ps, true).map_err(|e| needed_by(e, &m))?;
     Ok(chunks.concat())
 }

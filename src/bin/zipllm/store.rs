@@ -138,6 +138,19 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The store at hub scale on metadata only: a hub like the paper's 3,048 LLMs run through
+    /// the manifest, index, family-lookup, restore-planning and gc code (docs/STORE.md).
+    Simulate {
+        /// Models in the simulated hub.
+        #[arg(long, default_value_t = 3048)]
+        models: u64,
+        /// Seed of the hub's random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a revision (or every revision of the repo); `gc` reclaims its packs.
     Rm {
         /// The store.
@@ -166,6 +179,7 @@ impl StoreCommand {
             | StoreCommand::Verify { json, .. }
             | StoreCommand::Gc { json, .. }
             | StoreCommand::Bench { json, .. }
+            | StoreCommand::Simulate { json, .. }
             | StoreCommand::Rm { json, .. } => *json,
         }
     }
@@ -471,6 +485,14 @@ pub fn run(command: StoreCommand) -> Result<()> {
                 print_json(&r);
             } else {
                 print_bench(&r);
+            }
+        }
+        StoreCommand::Simulate { models, seed, json } => {
+            let r = store::simulate::run(models, seed);
+            if json {
+                print_json(&r);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             }
         }
         StoreCommand::Rm {
