@@ -50,6 +50,9 @@ pub struct BenchReport {
     pub zstd3: u64,
     /// Content-defined chunks (FastCDC, 8/64/128 KiB as Xet) deduplicated, each zstd -3.
     pub cdc_zstd3: u64,
+    /// The MiniLM family alone (base, casts, re-upload, fine-tunes, shards): bytes, chunk dedup
+    /// + zstd -3 of them, and what a store holding only them stores.
+    pub minilm: (u64, u64, u64),
     /// Distinct chunks.
     pub cdc_chunks: u64,
     /// Best single-file result per distinct file: the single-pair delta for a fine-tune (against
@@ -115,6 +118,9 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
     let mut best_single = 0;
     let mut single_pair_deltas = 0;
     let mut single_pair_mb_s = Vec::new();
+    let mut minilm_raw = 0;
+    let mut minilm_cdc = 0;
+    let mut minilm_chunks = HashSet::new();
     for r in &list {
         let dir = corpus.join(&r.dir);
         for p in files_of(&dir)? {
@@ -122,10 +128,18 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
             raw += bytes.len() as u64;
             let z = zstd3(&bytes)?;
             zstd_total += z;
+            if is_minilm(r) {
+                minilm_raw += bytes.len() as u64;
+            }
             for c in fastcdc::v2020::FastCDC::new(&bytes, 8 << 10, 64 << 10, 128 << 10) {
                 let chunk = &bytes[c.offset..c.offset + c.length];
-                if seen_chunks.insert(blake3::hash(chunk)) {
-                    cdc += zstd3(chunk)?;
+                let h = blake3::hash(chunk);
+                let fresh = seen_chunks.insert(h);
+                let fresh_minilm = is_minilm(r) && minilm_chunks.insert(h);
+                if fresh || fresh_minilm {
+                    let z = zstd3(chunk)?;
+                    cdc += if fresh { z } else { 0 };
+                    minilm_cdc += if fresh_minilm { z } else { 0 };
                 }
             }
             if !seen_files.insert(blake3::hash(&bytes)) {
@@ -268,6 +282,17 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
             stats = Some(st);
         }
     }
+    // The MiniLM family in a store of its own.
+    let dir = work.join("store-minilm");
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Store::open(
+        dir.to_str()
+            .ok_or_else(|| Error::invalid("work path is not UTF-8"))?,
+    )?;
+    for r in list.iter().filter(|r| is_minilm(r)) {
+        store::ingest::ingest(&s, &r.repo, &corpus.join(&r.dir), &IngestOptions::default())?;
+    }
+    let minilm = (minilm_raw, minilm_cdc, store::maintain::stats(&s)?.stored);
     // A fine-tune must get its base or a copy of the same file; a re-upload or a resharded
     // copy is right with any base as long as it deduplicated; an unrelated model, none.
     let bases_right =
@@ -291,6 +316,7 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
         stats: stats.ok_or_else(|| Error::internal("no stats"))?,
         zstd3: zstd_total,
         cdc_zstd3: cdc,
+        minilm,
         cdc_chunks: seen_chunks.len() as u64,
         best_single,
         single_pair_deltas,

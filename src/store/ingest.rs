@@ -30,8 +30,9 @@ use crate::store::objects::Requests;
 use crate::store::plan::{self, Records};
 use crate::store::{zip, Store};
 
-/// Blocks sampled from every tensor for family matching (4 KiB each).
-pub const SAMPLE_BLOCKS: u64 = 4;
+/// Blocks sampled from every tensor for family matching (4 KiB each: 2,048 bf16 or 1,024 f32
+/// elements per tensor, hundreds of thousands per model; the fingerprint costs 8 KiB a tensor).
+pub const SAMPLE_BLOCKS: u64 = 2;
 
 /// Bases compared with a new file at most (the most similar tables first).
 pub const MAX_CANDIDATES: usize = 4;

@@ -546,6 +546,14 @@ fn print_bench(r: &store::bench::BenchReport) {
         st.stored as f64 / r.cdc_zstd3.max(1) as f64,
         r.bases_right
     );
+    let (mr, mc, ms) = r.minilm;
+    println!(
+        "MiniLM family alone ({}): chunk dedup + zstd -3 {}, store {}: {:.3}",
+        mb(mr),
+        mb(mc),
+        mb(ms),
+        ms as f64 / mc.max(1) as f64
+    );
     for (repo, path, got, want) in &r.bases {
         println!(
             "  {repo}/{path}: base {} (expected {})",
