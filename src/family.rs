@@ -592,6 +592,11 @@ fn compare_sigs(
         if cand_sigs[ci].dtype != *dtype {
             continue;
         }
+        // A block of one repeated value (zeros, ones: initial values every model of the
+        // architecture shares until trained) says nothing about lineage.
+        if is_constant(&s.bytes, dtype) {
+            continue;
+        }
         let Some(other) = read(ci, s.block.offset, s.block.len)? else {
             continue;
         };
@@ -710,6 +715,18 @@ pub fn compare_bytes(
         }
         Ok(candidate[a as usize..(a + len) as usize].to_vec())
     })
+}
+
+/// Whether `bytes` hold one value repeated (by the dtype's word).
+fn is_constant(bytes: &[u8], dtype: &str) -> bool {
+    let word = DType::all()
+        .iter()
+        .find(|d| d.name() == dtype)
+        .map_or(1, |d| d.word().max(1));
+    match bytes.get(..word) {
+        Some(first) => bytes.chunks_exact(word).all(|w| w == first),
+        None => true,
+    }
 }
 
 /// Ranks verdicts: related first by distance, then unrelated by distance, then incompatible.
