@@ -170,10 +170,12 @@ impl Error {
         Error::InvalidInput { what: what.into() }
     }
 
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
     }
 
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
     pub(crate) fn store_corrupt(object: impl Into<String>, what: impl Into<String>) -> Self {
         Error::StoreCorrupt {
             object: object.into(),

@@ -1,5 +1,6 @@
 //! The hub store through its CLI, on a local folder and on a real S3 API (moto): the pipeline's
 //! choices, byte-exact restores, ranges, damaged objects, gc, and ingests killed at random.
+#![cfg(all(not(target_arch = "wasm32"), feature = "cli-core"))]
 
 mod common;
 

@@ -149,37 +149,64 @@ fn needed_by(e: Error, m: &Manifest) -> Error {
     }
 }
 
-/// Streams a whole file into `out`, returning its sha256 (hex). With `check`, every part is
-/// also checked against its BLAKE3 as it is decoded (see [`stream_checked`]).
+/// Streams a whole file into `out`, returning its sha256 (hex). Windows are decoded on the
+/// thread pool while an output thread hashes and writes the previous one (at most one window
+/// waits between them, so memory stays bounded). With `check`, every part is also checked
+/// against its BLAKE3 as it is decoded (see [`stream_checked`]).
 pub fn stream_file(
     store: &Store,
     m: &Manifest,
     entry: &FileEntry,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     check: bool,
 ) -> Result<String> {
     let all = pieces(entry, 0..entry.size);
-    let mut sha = sha2::Sha256::new();
-    let mut start = 0;
-    while start < all.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < all.len()
-            && (end == start || bytes + (all[end].range.end - all[end].range.start) <= WINDOW)
-        {
-            bytes += all[end].range.end - all[end].range.start;
-            end += 1;
+    let path = &entry.path;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
+        let writer = scope.spawn(move || -> Result<String> {
+            let mut sha = sha2::Sha256::new();
+            for chunks in rx {
+                for c in chunks {
+                    sha.update(&c);
+                    out.write_all(&c)
+                        .map_err(|e| Error::io(format!("writing {path}"), e))?;
+                }
+            }
+            Ok(crate::codec::rebuild::hex(&sha.finalize()))
+        });
+        let mut decoded = Ok(());
+        let mut start = 0;
+        while start < all.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < all.len()
+                && (end == start || bytes + (all[end].range.end - all[end].range.start) <= WINDOW)
+            {
+                bytes += all[end].range.end - all[end].range.start;
+                end += 1;
+            }
+            match read_pieces(store, &m.tensors, entry, &all[start..end], check) {
+                // A closed channel means the writer failed: its error is the one to report.
+                Ok(chunks) => {
+                    if tx.send(chunks).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    decoded = Err(needed_by(e, m));
+                    break;
+                }
+            }
+            start = end;
         }
-        let chunks = read_pieces(store, &m.tensors, entry, &all[start..end], check)
-            .map_err(|e| needed_by(e, m))?;
-        for c in chunks {
-            sha.update(&c);
-            out.write_all(&c)
-                .map_err(|e| Error::io(format!("writing {}", entry.path), e))?;
-        }
-        start = end;
-    }
-    Ok(crate::codec::rebuild::hex(&sha.finalize()))
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the output thread panicked")));
+        decoded?;
+        written
+    })
 }
 
 /// Streams a file into `out` and checks its sha256. Parts are not hashed one by one on the way
@@ -189,7 +216,7 @@ pub fn stream_checked(
     store: &Store,
     m: &Manifest,
     entry: &FileEntry,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<()> {
     let got = stream_file(store, m, entry, out, false)?;
     if got != entry.sha256 {
