@@ -147,12 +147,12 @@ mod tests {
         let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
         let z = zip_with("archive/data/0", &data);
         assert!(is_zip(&z));
-        let cd = central_directory(&z, z.len() as u64).unwrap();
+        let cd = central_directory(&z, z.len() as u64).expect("a central directory");
         let members = stored_members(&z[cd.start as usize..cd.end as usize]);
         assert_eq!(members.len(), 1);
         let m = &members[0];
         assert_eq!(m.name, "archive/data/0");
-        let start = data_start(m, &z[m.header as usize..]).unwrap() as usize;
+        let start = data_start(m, &z[m.header as usize..]).expect("a local header") as usize;
         assert_eq!(&z[start..start + m.size as usize], &data[..]);
     }
 
@@ -161,7 +161,7 @@ mod tests {
         assert!(central_directory(b"PK\x05\x06", 4).is_none());
         assert!(stored_members(b"PK\x01\x02\xff").is_empty());
         let z = zip_with("a", &[1; 100]);
-        let cd = central_directory(&z, z.len() as u64).unwrap();
+        let cd = central_directory(&z, z.len() as u64).expect("a central directory");
         assert!(stored_members(&z[cd.start as usize..cd.end as usize]).is_empty());
     }
 }

@@ -8,6 +8,8 @@ use serde_json::json;
 use zipllm::store::{self, IngestOptions, Store};
 use zipllm::{Error, Result};
 
+use super::mb;
+
 #[derive(Subcommand)]
 pub enum StoreCommand {
     /// Ingest a model repo folder (any files; safetensors single or sharded) as REPO_ID.
@@ -187,10 +189,6 @@ impl StoreCommand {
 
 fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
-fn mb(b: u64) -> String {
-    format!("{:.1} MB", b as f64 / 1e6)
 }
 
 /// Parses `7d`, `12h`, `30m`, `45s` or a number of seconds.
