@@ -198,21 +198,17 @@ fn corpus_of(layers: usize) -> Corpus {
     };
     let base = model(layers, 1);
     let ft = fine_tune(&base, 2);
-    let d = add("acme/base");
-    write_model(&d.join("model.safetensors"), &base, false);
-    write_config(&d, "base");
-    let d = add("acme/base-bf16");
-    write_model(&d.join("model.safetensors"), &base, true);
-    write_config(&d, "base");
-    let d = add("acme/ft");
-    write_model(&d.join("model.safetensors"), &ft, false);
-    write_config(&d, "ft");
-    let d = add("acme/ft-bf16");
-    write_model(&d.join("model.safetensors"), &ft, true);
-    write_config(&d, "ft");
-    let d = add("mirror/base");
-    write_model(&d.join("model.safetensors"), &base, false);
-    write_config(&d, "base");
+    for (id, weights, bf16, note) in [
+        ("acme/base", &base, false, "base"),
+        ("acme/base-bf16", &base, true, "base"),
+        ("acme/ft", &ft, false, "ft"),
+        ("acme/ft-bf16", &ft, true, "ft"),
+        ("mirror/base", &base, false, "base"),
+    ] {
+        let d = add(id);
+        write_model(&d.join("model.safetensors"), weights, bf16);
+        write_config(&d, note);
+    }
     let d = add("other/unrelated");
     let unrelated = write_model(&d.join("model.safetensors"), &model(layers, 99), false);
     write_config(&d, "unrelated");

@@ -17,7 +17,7 @@ use sha2::Digest as _;
 use crate::codec::blob::{self, BlobDecoder};
 use crate::codec::encode::Strategy;
 use crate::codec::entropy::DEFAULT_LEVEL;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::family::{self, Fingerprint, SamplePlan};
 use crate::model::{DType, Model};
 use crate::native::read_at;
@@ -1025,12 +1025,4 @@ fn split_jobs(
         dtypes.push(dtype);
         at = end;
     }
-}
-
-/// Whether an error means the input was refused (not the store or the machine failing).
-pub fn is_input_error(e: &Error) -> bool {
-    matches!(
-        e.code(),
-        ErrorCode::BadSafetensors | ErrorCode::InvalidInput
-    )
 }

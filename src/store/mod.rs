@@ -78,13 +78,6 @@ impl plan::Fetched for PartCache {
     }
 }
 
-impl PartCache {
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.blobs.values().map(|b| b.len() as u64).sum()
-    }
-}
-
 impl Store {
     /// Opens a store (see [`Objects::open`]).
     pub fn open(location: &str) -> Result<Store> {
