@@ -33,10 +33,35 @@ pub struct Speed {
     pub ingest_mb_s: f64,
     /// Ingest of the MiniLM repos alone (the first `minilm` repos), MB/s.
     pub ingest_minilm_mb_s: f64,
-    /// Restore of every revision, MB/s of output.
+    /// Restore of every revision, MB/s of output, by one store handle (parts kept decoded
+    /// from one repo's restore serve the next).
     pub restore_mb_s: f64,
-    /// Restore of the MiniLM repos, MB/s.
+    /// Restore of the MiniLM repos, MB/s, the same way.
     pub restore_minilm_mb_s: f64,
+    /// Restore of every revision, each by a fresh store handle (as one `zipllm store restore`
+    /// each), MB/s.
+    pub restore_cold_mb_s: f64,
+    /// The MiniLM repos, each by a fresh handle, MB/s.
+    pub restore_cold_minilm_mb_s: f64,
+    /// MB restored per CPU second of the process (every thread, user and system), MiniLM
+    /// repos, one handle and fresh handles (Linux).
+    pub restore_minilm_mb_per_cpu_s: Option<(f64, f64)>,
+}
+
+/// CPU seconds this process has used, every thread, user and system (Linux).
+fn cpu_seconds() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrusage writes the struct it is given and nothing else.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return None;
+        }
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        Some(t(u.ru_utime) + t(u.ru_stime))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// The bench's figures.
@@ -221,49 +246,77 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
         }
         let ingest_req = s.objects().requests().since(&before);
         let out = work.join(format!("restore-{threads}"));
-        let _ = std::fs::remove_dir_all(&out);
-        let (mut r_all, mut r_s, mut r_ml, mut r_ml_s) = (0u64, 0f64, 0u64, 0f64);
-        let before = s.objects().requests();
-        for r in &list {
-            let rep = crate::native::with_threads(Some(threads), || {
-                store::restore::restore(&s, &r.repo, "main", &out.join(&r.dir), None)
-            })??;
-            r_all += rep.bytes;
-            r_s += rep.seconds;
-            if is_minilm(r) {
-                r_ml += rep.bytes;
-                r_ml_s += rep.seconds;
-            }
-        }
-        let restore_req = s.objects().requests().since(&before);
-        // Byte-exact, file by file.
-        for r in &list {
-            for p in files_of(&corpus.join(&r.dir))? {
-                let rel = p
-                    .strip_prefix(corpus)
-                    .map_err(|_| Error::internal("path outside corpus"))?;
-                if read(&p)? != read(&out.join(rel))? {
-                    return Err(Error::internal(format!(
-                        "{} did not restore byte for byte",
-                        rel.display()
-                    )));
+        // Restores every repo: by `s` (cold: by a fresh handle each), checking every file.
+        let store_dir = dir
+            .to_str()
+            .ok_or_else(|| Error::invalid("work path is not UTF-8"))?;
+        let restore_all = |cold: bool| -> Result<(f64, f64, Option<f64>, u64)> {
+            let _ = std::fs::remove_dir_all(&out);
+            let (mut r_all, mut r_s, mut r_ml, mut r_ml_s, mut ml_cpu) =
+                (0u64, 0f64, 0u64, 0f64, Some(0f64));
+            let mut requests = 0;
+            for r in &list {
+                let fresh;
+                let by = if cold {
+                    fresh = Store::open(store_dir)?;
+                    &fresh
+                } else {
+                    &s
+                };
+                let cpu = cpu_seconds();
+                let rep = crate::native::with_threads(Some(threads), || {
+                    store::restore::restore(by, &r.repo, "main", &out.join(&r.dir), None)
+                })??;
+                r_all += rep.bytes;
+                r_s += rep.seconds;
+                requests += rep.requests.total();
+                if is_minilm(r) {
+                    r_ml += rep.bytes;
+                    r_ml_s += rep.seconds;
+                    ml_cpu = match (ml_cpu, cpu, cpu_seconds()) {
+                        (Some(t), Some(a), Some(b)) => Some(t + b - a),
+                        _ => None,
+                    };
                 }
             }
-        }
+            // Byte-exact, file by file.
+            for r in &list {
+                for p in files_of(&corpus.join(&r.dir))? {
+                    let rel = p
+                        .strip_prefix(corpus)
+                        .map_err(|_| Error::internal("path outside corpus"))?;
+                    if read(&p)? != read(&out.join(rel))? {
+                        return Err(Error::internal(format!(
+                            "{} did not restore byte for byte",
+                            rel.display()
+                        )));
+                    }
+                }
+            }
+            let mb = |b: u64| b as f64 / 1e6;
+            Ok((
+                mb(r_all) / r_s,
+                mb(r_ml) / r_ml_s,
+                ml_cpu.map(|c| mb(r_ml) / c),
+                requests,
+            ))
+        };
+        let (cold_mb_s, cold_ml_mb_s, cold_cpu, restore_req) = restore_all(true)?;
+        let (warm_mb_s, warm_ml_mb_s, warm_cpu, _) = restore_all(false)?;
         let _ = std::fs::remove_dir_all(&out);
         speeds.push(Speed {
             threads,
             ingest_mb_s: all_in as f64 / 1e6 / all_s,
             ingest_minilm_mb_s: ml_in as f64 / 1e6 / ml_s,
-            restore_mb_s: r_all as f64 / 1e6 / r_s,
-            restore_minilm_mb_s: r_ml as f64 / 1e6 / r_ml_s,
+            restore_mb_s: warm_mb_s,
+            restore_minilm_mb_s: warm_ml_mb_s,
+            restore_cold_mb_s: cold_mb_s,
+            restore_cold_minilm_mb_s: cold_ml_mb_s,
+            restore_minilm_mb_per_cpu_s: warm_cpu.zip(cold_cpu),
         });
         if threads == 1 {
             let gb = all_in as f64 / 1e9;
-            requests_per_gb = (
-                ingest_req.total() as f64 / gb,
-                restore_req.total() as f64 / gb,
-            );
+            requests_per_gb = (ingest_req.total() as f64 / gb, restore_req as f64 / gb);
             let st = store::maintain::stats(&s)?;
             objects_per_gb = (st.packs + st.revisions) as f64 / gb;
             for (r, rep) in list.iter().zip(&reports) {

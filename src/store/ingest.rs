@@ -255,7 +255,8 @@ struct Hashed {
 fn hash_pass(file: &File, abs: &Path, size: u64, cuts: &[Cut]) -> Result<Hashed> {
     struct Running {
         tensor: Option<blake3::Hasher>,
-        cast: Option<blake3::Hasher>,
+        /// The cast's hash, and the bytes of an element split between two reads.
+        cast: Option<(blake3::Hasher, Vec<u8>)>,
     }
     let mut running: Vec<Running> = cuts
         .iter()
@@ -265,7 +266,7 @@ fn hash_pass(file: &File, abs: &Path, size: u64, cuts: &[Cut]) -> Result<Hashed>
                 .tensor
                 .as_ref()
                 .filter(|(_, d)| d == "F32")
-                .map(|_| blake3::Hasher::new()),
+                .map(|_| (blake3::Hasher::new(), Vec::with_capacity(4))),
         })
         .collect();
     let mut sha = sha2::Sha256::new();
@@ -286,22 +287,26 @@ fn hash_pass(file: &File, abs: &Path, size: u64, cuts: &[Cut]) -> Result<Hashed>
                 if let Some(h) = &mut running[ci].tensor {
                     h.update(slice);
                 }
-                if let Some(h) = &mut running[ci].cast {
-                    // F32 tensors start on 4-byte boundaries relative to their own start, and
-                    // the buffer is a multiple of 4 from the file start only if the header is:
-                    // cast whole elements, carrying a partial one over.
-                    cast_buf.clear();
-                    let skew = ((lo - r.start) % 4) as usize;
-                    if skew != 0 {
-                        return Err(Error::internal("an F32 tensor split off its element grid"));
+                if let Some((h, carry)) = &mut running[ci].cast {
+                    // Reads are cut at file offsets, which need not fall on the tensor's
+                    // element grid: up to 3 bytes of a split element wait for the next read.
+                    let mut s = slice;
+                    if !carry.is_empty() {
+                        let take = (4 - carry.len()).min(s.len());
+                        carry.extend_from_slice(&s[..take]);
+                        s = &s[take..];
+                        if carry.len() == 4 {
+                            let mut b = [0u8; 2];
+                            crate::model::cast_f32_bytes_to_bf16(carry, &mut b);
+                            h.update(&b);
+                            carry.clear();
+                        }
                     }
-                    for w in slice.chunks_exact(4) {
-                        let b = crate::model::f32_to_bf16_bits(u32::from_le_bytes([
-                            w[0], w[1], w[2], w[3],
-                        ]));
-                        cast_buf.extend_from_slice(&b.to_le_bytes());
-                    }
+                    let whole = s.len() / 4 * 4;
+                    cast_buf.resize(whole / 2, 0);
+                    crate::model::cast_f32_bytes_to_bf16(&s[..whole], &mut cast_buf);
                     h.update(&cast_buf);
+                    carry.extend_from_slice(&s[whole..]);
                 }
             }
             if r.end <= end {
@@ -319,7 +324,7 @@ fn hash_pass(file: &File, abs: &Path, size: u64, cuts: &[Cut]) -> Result<Hashed>
             .map(|r| {
                 (
                     r.tensor.map(|h| h.finalize().to_hex().to_string()),
-                    r.cast.map(|h| h.finalize().to_hex().to_string()),
+                    r.cast.map(|(h, _)| h.finalize().to_hex().to_string()),
                 )
             })
             .collect(),
@@ -369,15 +374,9 @@ fn encode_job(
         None => strategy.candidates(DType::U8, false)[0],
     };
     if let (Some((base, base_range)), Some(d)) = (&job.base, dtype) {
-        let mut dec = BlobDecoder::new()?;
-        let base_bytes = plan::read(
-            store_tensors,
-            base,
-            base_range.clone(),
-            cache,
-            &mut dec,
-            true,
-        )?;
+        let base_bytes = crate::native::with_decoder(|dec| {
+            plan::read(store_tensors, base, base_range.clone(), cache, dec, true)
+        })?;
         let method = strategy.candidates(d, true)[0];
         let delta = blob::encode(&target, Some(&base_bytes), job.word, method, level)?;
         // Never keep a delta larger than the part compressed on its own. Compressing it on its
@@ -880,16 +879,21 @@ fn ingest_file(
             w_end += 1;
         }
         let window = &jobs[w_start..w_end];
-        let mut needs = Vec::new();
-        for j in window {
-            if let Some((b, r)) = &j.base {
-                plan::needs(&index.tensors, b, r.clone(), &mut needs)?;
+        // Every pack the bases live in is referenced (checked before the commit), and what
+        // is not at hand decoded is fetched.
+        let bases_needs = |kept: &mut dyn FnMut(&Part) -> bool| -> Result<Vec<Part>> {
+            let mut needs = Vec::new();
+            for j in window {
+                if let Some((b, r)) = &j.base {
+                    plan::needs(&index.tensors, b, r.clone(), &mut needs, kept)?;
+                }
             }
+            Ok(needs)
+        };
+        for p in bases_needs(&mut |_| false)? {
+            reused_packs.insert(p.pack);
         }
-        for p in &needs {
-            reused_packs.insert(p.pack.clone());
-        }
-        let cache = store.fetch(&needs)?;
+        let cache = store.fetch_needed(true, bases_needs)?;
         let tensors = &index.tensors;
         let encoded: Vec<Encoded> = window
             .par_iter()
@@ -1024,5 +1028,48 @@ fn split_jobs(
         });
         dtypes.push(dtype);
         at = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_hashes_survive_reads_off_the_element_grid() {
+        // A 3-byte stretch first puts the F32 tensor off the 4-byte grid of the 8 MiB reads,
+        // and it is long enough to cross one: the split element must be carried over.
+        let words: Vec<u32> = (0..(9u32 << 18))
+            .map(|i| i.wrapping_mul(0x9e37_79b9))
+            .collect();
+        let data: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut file = vec![b'{', b'}', b' '];
+        file.extend_from_slice(&data);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.bin");
+        std::fs::write(&path, &file).expect("write");
+        let cuts = [
+            Cut {
+                range: 0..3,
+                tensor: None,
+            },
+            Cut {
+                range: 3..file.len() as u64,
+                tensor: Some(("w".into(), "F32".into())),
+            },
+        ];
+        let f = File::open(&path).expect("open");
+        let got = hash_pass(&f, &path, file.len() as u64, &cuts).expect("hash pass");
+        let mut cast = vec![0u8; data.len() / 2];
+        crate::model::cast_f32_bytes_to_bf16(&data, &mut cast);
+        assert_eq!(
+            got.cuts[1].0.as_deref(),
+            Some(blake3::hash(&data).to_hex().as_str())
+        );
+        assert_eq!(
+            got.cuts[1].1.as_deref(),
+            Some(blake3::hash(&cast).to_hex().as_str())
+        );
+        assert_eq!(got.cuts[0], (None, None));
     }
 }

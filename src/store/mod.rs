@@ -8,10 +8,12 @@
 //! * [`zip`] — stored members of PyTorch zip checkpoints (sans-I/O).
 //! * [`index`] — the dedup and family index, rebuilt from the manifests.
 //! * [`objects`] — the `object_store` backend (local folder or S3) with request counters.
+//! * [`decoded`] — parts kept decoded between reads (bases shared by a family's files).
 //! * [`ingest`], [`restore`], [`maintain`] (ls, show, stats, verify, gc, rm), [`bench`],
 //!   [`simulate`] (the store at hub scale, on metadata).
 
 pub mod bench;
+pub mod decoded;
 pub mod index;
 pub mod ingest;
 pub mod layout;
@@ -23,11 +25,10 @@ pub mod simulate;
 pub mod zip;
 
 use std::collections::{BTreeMap, HashMap};
-
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use layout::{manifest_key, pack_key, Manifest, Part, MAX_MANIFEST_LEN};
@@ -46,6 +47,7 @@ const MAX_READ: u64 = 64 << 20;
 /// A store: a local folder or an `s3://bucket/prefix`.
 pub struct Store {
     objects: Objects,
+    decoded: Arc<decoded::Decoded>,
 }
 
 /// A committed revision, as listed.
@@ -63,10 +65,14 @@ pub struct RevisionInfo {
     pub created: u64,
 }
 
-/// Parts fetched from packs, by (pack, offset).
+/// Parts at hand for one read: blobs fetched from packs, and parts found decoded in the
+/// store's [`decoded::Decoded`] when the read was planned (held here, so that they cannot be
+/// dropped from it before they are used), by (pack, offset).
 #[derive(Default)]
 pub struct PartCache {
     blobs: HashMap<(String, u64), Bytes>,
+    pinned: HashMap<(String, u64), Bytes>,
+    keep: Option<Arc<decoded::Decoded>>,
 }
 
 impl plan::Fetched for PartCache {
@@ -76,6 +82,19 @@ impl plan::Fetched for PartCache {
             .filter(|b| b.len() as u64 == part.len)
             .map(|b| b.as_ref())
     }
+
+    fn decoded(&self, part: &Part, check: bool) -> Option<Bytes> {
+        if let Some(b) = self.pinned.get(&(part.pack.clone(), part.offset)) {
+            return Some(b.clone());
+        }
+        self.keep.as_ref()?.get(part, check)
+    }
+
+    fn keep(&self, part: &Part, bytes: &Bytes, checked: bool) {
+        if let Some(k) = &self.keep {
+            k.put(part, bytes, checked);
+        }
+    }
 }
 
 impl Store {
@@ -83,7 +102,40 @@ impl Store {
     pub fn open(location: &str) -> Result<Store> {
         Ok(Store {
             objects: Objects::open(location)?,
+            decoded: Arc::new(decoded::Decoded::from_env()),
         })
+    }
+
+    /// Keeps up to `budget` bytes of decoded parts between reads (0: none); the default is
+    /// [`decoded::DEFAULT_BUDGET`] or `ZIPLLM_DECODED_CACHE_MIB`.
+    pub fn keep_decoded(&mut self, budget: u64) {
+        self.decoded = Arc::new(decoded::Decoded::new(budget));
+    }
+
+    /// The decoded parts kept.
+    pub fn decoded(&self) -> &decoded::Decoded {
+        &self.decoded
+    }
+
+    /// Plans and fetches a read: `want` lists the parts it needs, told by its argument which
+    /// ones are at hand decoded (checked ones only, with `check`) so it can leave them out;
+    /// those are pinned in the returned cache, the rest fetched.
+    pub fn fetch_needed(
+        &self,
+        check: bool,
+        want: impl FnOnce(&mut dyn FnMut(&Part) -> bool) -> Result<Vec<Part>>,
+    ) -> Result<PartCache> {
+        let mut pinned = HashMap::new();
+        let needs = want(&mut |p: &Part| match self.decoded.get(p, check) {
+            Some(b) => {
+                pinned.insert((p.pack.clone(), p.offset), b);
+                true
+            }
+            None => false,
+        })?;
+        let mut cache = self.fetch(&needs)?;
+        cache.pinned = pinned;
+        Ok(cache)
     }
 
     /// The backend, with its request counters.
@@ -204,15 +256,15 @@ impl Store {
                 reads.push((pack.to_string(), c));
             }
         }
-        let got: Vec<Bytes> = reads
-            .par_iter()
-            .map(|(pack, r)| {
-                self.objects
-                    .get_ranges(&pack_key(pack), std::slice::from_ref(r))
-                    .map(|mut v| v.remove(0))
-            })
-            .collect::<Result<_>>()?;
-        let mut cache = PartCache::default();
+        let keyed: Vec<(String, Range<u64>)> = reads
+            .iter()
+            .map(|(pack, r)| (pack_key(pack), r.clone()))
+            .collect();
+        let got = self.objects.get_range_many(&keyed)?;
+        let mut cache = PartCache {
+            keep: Some(self.decoded.clone()),
+            ..PartCache::default()
+        };
         for p in parts {
             let i = reads.partition_point(|(pk, r)| {
                 (pk.as_str(), r.start) < (p.pack.as_str(), p.offset + 1)

@@ -12,6 +12,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::error::{Error, Result};
 
+/// Requests one batch keeps in flight.
+pub const IN_FLIGHT: usize = 16;
+
 /// Requests made and bytes moved, by kind.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -276,6 +279,41 @@ impl Objects {
         self.add(&self.counters.gets, ranges.len() as u64);
         let path = self.path(key);
         let r = self.runtime.block_on(self.store.get_ranges(&path, ranges));
+        self.checked_ranges(key, ranges, r)
+    }
+
+    /// Reads one byte range from each of several objects, [`IN_FLIGHT`] requests at a time, on
+    /// the I/O runtime alone (a caller on a compute thread pool does not tie it up).
+    pub fn get_range_many(&self, reads: &[(String, Range<u64>)]) -> Result<Vec<Bytes>> {
+        self.add(&self.counters.gets, reads.len() as u64);
+        let store = self.store.clone();
+        let got = self.runtime.block_on(async {
+            futures::stream::iter(reads)
+                .map(|(key, r)| {
+                    let (store, path) = (store.clone(), self.path(key));
+                    async move { store.get_range(&path, r.clone()).await }
+                })
+                .buffered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        });
+        got.into_iter()
+            .zip(reads)
+            .map(|(r, (key, range))| {
+                self.checked_ranges(key, std::slice::from_ref(range), r.map(|b| vec![b]))
+                    .map(|mut v| v.remove(0))
+            })
+            .collect()
+    }
+
+    /// Counts what a range read got, and maps short reads and a missing object to
+    /// [`Error::StoreCorrupt`].
+    fn checked_ranges(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        r: object_store::Result<Vec<Bytes>>,
+    ) -> Result<Vec<Bytes>> {
         match r {
             Ok(v) => {
                 let n: u64 = v.iter().map(|b| b.len() as u64).sum();
@@ -357,7 +395,7 @@ impl Objects {
         Ok(())
     }
 
-    /// Reads many whole objects at once (16 in flight); missing ones are `None`.
+    /// Reads many whole objects at once ([`IN_FLIGHT`] at a time); missing ones are `None`.
     pub fn get_many(&self, keys: &[String], max_len: u64) -> Result<Vec<Option<Bytes>>> {
         self.add(&self.counters.gets, keys.len() as u64);
         let store = self.store.clone();
@@ -375,7 +413,7 @@ impl Objects {
                         }
                     }
                 })
-                .buffered(16)
+                .buffered(IN_FLIGHT)
                 .try_collect::<Vec<_>>()
                 .await
         });

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use crate::codec::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::model::DType;
@@ -53,9 +55,16 @@ fn cast_source_range(range: &Range<u64>) -> Range<u64> {
 }
 
 /// Adds to `out` every part that reading `range` of tensor `hash` needs, bases and cast
-/// sources included.
-pub fn needs(records: &Records, hash: &str, range: Range<u64>, out: &mut Vec<Part>) -> Result<()> {
-    needs_at(records, hash, range, out, 0)
+/// sources included. A part for which `kept` says yes (it is at hand decoded) is left out, and
+/// so is what it would have needed.
+pub fn needs(
+    records: &Records,
+    hash: &str,
+    range: Range<u64>,
+    out: &mut Vec<Part>,
+    kept: &mut dyn FnMut(&Part) -> bool,
+) -> Result<()> {
+    needs_at(records, hash, range, out, kept, 0)
 }
 
 fn needs_at(
@@ -63,6 +72,7 @@ fn needs_at(
     hash: &str,
     range: Range<u64>,
     out: &mut Vec<Part>,
+    kept: &mut dyn FnMut(&Part) -> bool,
     depth: usize,
 ) -> Result<()> {
     if depth >= MAX_DEPTH {
@@ -74,26 +84,73 @@ fn needs_at(
     match &rec.encoding {
         Encoding::Raw { parts } | Encoding::Delta { parts, .. } => {
             for (start, p) in overlapping(parts, &range) {
+                if kept(p) {
+                    continue;
+                }
                 out.push(p.clone());
                 if p.delta {
                     let base = rec.dependency().ok_or_else(|| {
                         Error::internal(format!("tensor {hash}: a delta part without a base"))
                     })?;
-                    needs_at(records, base, start..start + p.raw_len, out, depth + 1)?;
+                    needs_at(
+                        records,
+                        base,
+                        start..start + p.raw_len,
+                        out,
+                        kept,
+                        depth + 1,
+                    )?;
                 }
             }
         }
         Encoding::Cast { source, .. } => {
-            needs_at(records, source, cast_source_range(&range), out, depth + 1)?;
+            needs_at(
+                records,
+                source,
+                cast_source_range(&range),
+                out,
+                kept,
+                depth + 1,
+            )?;
         }
     }
     Ok(())
 }
 
-/// Looks up a fetched part's stored bytes.
+/// Parts at hand: fetched blobs, and parts kept decoded (see [`crate::store::decoded`]).
 pub trait Fetched {
     /// The blob of `part`, or `None` if it was not fetched.
     fn blob(&self, part: &Part) -> Option<&[u8]>;
+
+    /// The decoded bytes of `part`, if at hand (checked against its BLAKE3, with `check`).
+    fn decoded(&self, _part: &Part, _check: bool) -> Option<Bytes> {
+        None
+    }
+
+    /// Offers `part`'s freshly decoded bytes for keeping (`checked`: against its BLAKE3).
+    fn keep(&self, _part: &Part, _bytes: &Bytes, _checked: bool) {}
+}
+
+/// `part`'s decoded bytes: at hand, or decoded from its fetched blob (on `base`, which
+/// `base_of` gives only when a decode needs it) and offered for keeping.
+pub fn part_bytes(
+    fetched: &dyn Fetched,
+    dec: &mut BlobDecoder,
+    part: &Part,
+    word: usize,
+    check: bool,
+    base_of: impl FnOnce(&mut BlobDecoder) -> Result<Option<Bytes>>,
+) -> Result<Bytes> {
+    if let Some(b) = fetched.decoded(part, check) {
+        return Ok(b);
+    }
+    let blob = fetched
+        .blob(part)
+        .ok_or_else(|| Error::internal("a part was not fetched"))?;
+    let base = base_of(dec)?;
+    let bytes = decode_part(dec, part, blob, base.as_deref(), word, check)?;
+    fetched.keep(part, &bytes, check);
+    Ok(bytes)
 }
 
 /// Decodes one part and, with `check`, checks it against its recorded hash (a caller that
@@ -106,26 +163,27 @@ pub fn decode_part(
     base: Option<&[u8]>,
     word: usize,
     check: bool,
-) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; part.raw_len as usize];
+) -> Result<Bytes> {
     let corrupt = |what: String| Error::store_corrupt(pack_key(&part.pack), what);
-    dec.decode(blob, base, word, &mut out).map_err(|e| {
-        corrupt(format!(
-            "corrupt: the part at offset {} does not decode ({e})",
-            part.offset
-        ))
-    })?;
-    if check && blake3::hash(&out).to_hex().as_str() != part.blake3 {
-        return Err(corrupt(format!(
-            "corrupt: the part at offset {} decodes to other bytes than were stored",
-            part.offset
-        )));
-    }
-    Ok(out)
+    crate::native::lent_bytes(part.raw_len as usize, |out| {
+        dec.decode(blob, base, word, out).map_err(|e| {
+            corrupt(format!(
+                "corrupt: the part at offset {} does not decode ({e})",
+                part.offset
+            ))
+        })?;
+        if check && blake3::hash(out).to_hex().as_str() != part.blake3 {
+            return Err(corrupt(format!(
+                "corrupt: the part at offset {} decodes to other bytes than were stored",
+                part.offset
+            )));
+        }
+        Ok(())
+    })
 }
 
-/// Reads `range` of tensor `hash` from fetched parts (every part [`needs`] listed), checking
-/// each part's BLAKE3 with `check`.
+/// Reads `range` of tensor `hash` from the parts at hand (every part [`needs`] listed),
+/// checking each part's BLAKE3 with `check`.
 pub fn read(
     records: &Records,
     hash: &str,
@@ -133,7 +191,7 @@ pub fn read(
     fetched: &dyn Fetched,
     dec: &mut BlobDecoder,
     check: bool,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     read_at(records, hash, range, fetched, dec, check, 0)
 }
 
@@ -145,7 +203,7 @@ fn read_at(
     dec: &mut BlobDecoder,
     check: bool,
     depth: usize,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     if depth >= MAX_DEPTH {
         return Err(Error::internal(format!(
             "tensor {hash}: chain deeper than {MAX_DEPTH}"
@@ -158,39 +216,30 @@ fn read_at(
             rec.len
         )));
     }
-    let mut out = Vec::with_capacity((range.end - range.start) as usize);
     match &rec.encoding {
         Encoding::Raw { parts } | Encoding::Delta { parts, .. } => {
             let word = word_of(&rec.dtype);
+            let mut out = Vec::with_capacity((range.end - range.start) as usize);
             for (start, p) in overlapping(parts, &range) {
-                let blob = fetched
-                    .blob(p)
-                    .ok_or_else(|| Error::internal("a part was not fetched"))?;
-                let base = if p.delta {
+                let bytes = part_bytes(fetched, dec, p, word, check, |dec| {
+                    if !p.delta {
+                        return Ok(None);
+                    }
                     let b = rec
                         .dependency()
                         .ok_or_else(|| Error::internal("a delta part without a base"))?;
-                    Some(read_at(
-                        records,
-                        b,
-                        start..start + p.raw_len,
-                        fetched,
-                        dec,
-                        check,
-                        depth + 1,
-                    )?)
-                } else {
-                    None
-                };
-                let bytes = decode_part(dec, p, blob, base.as_deref(), word, check)?;
-                if start == range.start && p.raw_len == range.end - range.start {
-                    // The whole part: hand it over without a copy.
-                    return Ok(bytes);
+                    let r = start..start + p.raw_len;
+                    read_at(records, b, r, fetched, dec, check, depth + 1).map(Some)
+                })?;
+                let lo = (range.start.max(start) - start) as usize;
+                let hi = (range.end.min(start + p.raw_len) - start) as usize;
+                if out.is_empty() && hi - lo == (range.end - range.start) as usize {
+                    // Within one part: a view of it, no copy.
+                    return Ok(bytes.slice(lo..hi));
                 }
-                let lo = range.start.max(start) - start;
-                let hi = range.end.min(start + p.raw_len) - start;
-                out.extend_from_slice(&bytes[lo as usize..hi as usize]);
+                out.extend_from_slice(&bytes[lo..hi]);
             }
+            Ok(Bytes::from(out))
         }
         Encoding::Cast { source, .. } => {
             let src_range = cast_source_range(&range);
@@ -205,19 +254,12 @@ fn read_at(
             )?;
             let first = src_range.start / 2;
             let mut cast = vec![0u8; src.len() / 2];
-            for (o, w) in cast.chunks_exact_mut(2).zip(src.chunks_exact(4)) {
-                let bits =
-                    crate::model::f32_to_bf16_bits(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-                o.copy_from_slice(&bits.to_le_bytes());
-            }
+            crate::model::cast_f32_bytes_to_bf16(&src, &mut cast);
             let lo = (range.start - first) as usize;
-            if lo == 0 && cast.len() as u64 == range.end - range.start {
-                return Ok(cast);
-            }
-            out.extend_from_slice(&cast[lo..lo + (range.end - range.start) as usize]);
+            let cast = Bytes::from(cast);
+            Ok(cast.slice(lo..lo + (range.end - range.start) as usize))
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -7,19 +7,22 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 
+use bytes::Bytes;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::Digest as _;
 
-use crate::codec::blob::BlobDecoder;
 use crate::error::{Error, Result};
 use crate::store::layout::{manifest_key, FileEntry, Manifest, Segment, PART_LEN};
 use crate::store::objects::Requests;
 use crate::store::plan::{self, Records};
-use crate::store::Store;
+use crate::store::{PartCache, Store};
 
 /// Output bytes decoded between two fetches (bounds restore memory).
 const WINDOW: u64 = 64 << 20;
+
+/// Decoded pieces (each at most a part) waiting for the output thread.
+const QUEUED: usize = 4;
 
 /// What a restore did.
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +83,68 @@ fn pieces(entry: &FileEntry, range: Range<u64>) -> Vec<Piece> {
     out
 }
 
+/// Fetches the parts `pieces` need, bases and cast sources included, but for those at hand
+/// decoded.
+fn fetch_pieces(
+    store: &Store,
+    records: &Records,
+    entry: &FileEntry,
+    pieces: &[Piece],
+    check: bool,
+) -> Result<PartCache> {
+    store.fetch_needed(check, |kept| {
+        let mut needs = Vec::new();
+        for p in pieces {
+            match &entry.segments[p.seg] {
+                Segment::Bytes { parts, .. } => {
+                    for (_, part) in plan::overlapping(parts, &p.range) {
+                        if !kept(part) {
+                            needs.push(part.clone());
+                        }
+                    }
+                }
+                Segment::Tensor { blake3, .. } => {
+                    plan::needs(records, blake3, p.range.clone(), &mut needs, kept)?
+                }
+            }
+        }
+        Ok(needs)
+    })
+}
+
+/// Decodes pieces from fetched parts, in parallel, in order.
+fn decode_pieces(
+    records: &Records,
+    entry: &FileEntry,
+    pieces: &[Piece],
+    cache: &PartCache,
+    check: bool,
+) -> Result<Vec<Bytes>> {
+    pieces
+        .par_iter()
+        .map(|p| {
+            crate::native::with_decoder(|dec| match &entry.segments[p.seg] {
+                Segment::Bytes { parts, .. } => {
+                    let mut out = Vec::with_capacity((p.range.end - p.range.start) as usize);
+                    for (start, part) in plan::overlapping(parts, &p.range) {
+                        let bytes = plan::part_bytes(cache, dec, part, 1, check, |_| Ok(None))?;
+                        let lo = (p.range.start.max(start) - start) as usize;
+                        let hi = (p.range.end.min(start + part.raw_len) - start) as usize;
+                        if out.is_empty() && (hi - lo) as u64 == p.range.end - p.range.start {
+                            return Ok(bytes.slice(lo..hi));
+                        }
+                        out.extend_from_slice(&bytes[lo..hi]);
+                    }
+                    Ok(Bytes::from(out))
+                }
+                Segment::Tensor { blake3, .. } => {
+                    plan::read(records, blake3, p.range.clone(), cache, dec, check)
+                }
+            })
+        })
+        .collect()
+}
+
 /// Reads segment pieces: the parts they need fetched once, then decoded in parallel.
 fn read_pieces(
     store: &Store,
@@ -87,44 +152,42 @@ fn read_pieces(
     entry: &FileEntry,
     pieces: &[Piece],
     check: bool,
-) -> Result<Vec<Vec<u8>>> {
-    let mut needs = Vec::new();
-    for p in pieces {
-        match &entry.segments[p.seg] {
-            Segment::Bytes { parts, .. } => {
-                for (_, part) in plan::overlapping(parts, &p.range) {
-                    needs.push(part.clone());
-                }
-            }
-            Segment::Tensor { blake3, .. } => {
-                plan::needs(records, blake3, p.range.clone(), &mut needs)?
-            }
-        }
+) -> Result<Vec<Bytes>> {
+    let cache = fetch_pieces(store, records, entry, pieces, check)?;
+    decode_pieces(records, entry, pieces, &cache, check)
+}
+
+/// Cuts `pieces` into the windows a whole file is fetched in: the first of a part, each next
+/// one twice as large up to [`WINDOW`] (the first bytes come out soon, and later fetches are
+/// large enough to run ahead of decoding).
+fn windows(pieces: &[Piece]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut max) = (0, PART_LEN);
+    while start < pieces.len() {
+        let run = runs(&pieces[start..], max).remove(0);
+        out.push(start + run.start..start + run.end);
+        start += run.end;
+        max = (max * 2).min(WINDOW);
     }
-    let cache = store.fetch(&needs)?;
-    pieces
-        .par_iter()
-        .map_init(BlobDecoder::new, |dec, p| {
-            let dec = dec.as_mut().map_err(|e| Error::internal(e.to_string()))?;
-            match &entry.segments[p.seg] {
-                Segment::Bytes { parts, .. } => {
-                    let mut out = Vec::with_capacity((p.range.end - p.range.start) as usize);
-                    for (start, part) in plan::overlapping(parts, &p.range) {
-                        let blob = plan::Fetched::blob(&cache, part)
-                            .ok_or_else(|| Error::internal("a part was not fetched"))?;
-                        let bytes = plan::decode_part(dec, part, blob, None, 1, check)?;
-                        let lo = p.range.start.max(start) - start;
-                        let hi = p.range.end.min(start + part.raw_len) - start;
-                        out.extend_from_slice(&bytes[lo as usize..hi as usize]);
-                    }
-                    Ok(out)
-                }
-                Segment::Tensor { blake3, .. } => {
-                    plan::read(records, blake3, p.range.clone(), &cache, dec, check)
-                }
-            }
-        })
-        .collect()
+    out
+}
+
+/// Cuts `pieces` into runs of at most `max` bytes (one piece at least), as index ranges.
+fn runs(pieces: &[Piece], max: u64) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < pieces.len() {
+        let (mut end, mut bytes) = (start, 0);
+        while end < pieces.len()
+            && (end == start || bytes + (pieces[end].range.end - pieces[end].range.start) <= max)
+        {
+            bytes += pieces[end].range.end - pieces[end].range.start;
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 /// Names the revision in a store-corruption error.
@@ -149,10 +212,12 @@ fn needed_by(e: Error, m: &Manifest) -> Error {
     }
 }
 
-/// Streams a whole file into `out`, returning its sha256 (hex). Windows are decoded on the
-/// thread pool while an output thread hashes and writes the previous one (at most one window
-/// waits between them, so memory stays bounded). With `check`, every part is also checked
-/// against its BLAKE3 as it is decoded (see [`stream_checked`]).
+/// Streams a whole file into `out`, returning its sha256 (hex), in three stages on their own
+/// threads: a fetch thread reads the parts of the next window (≤ [`WINDOW`] bytes of output)
+/// while the pool decodes this one a batch at a time (about a part per thread), and an output
+/// thread hashes and writes each batch as soon as it is decoded. At most two windows of parts
+/// and [`QUEUED`] decoded pieces are held at once, so memory stays bounded. With `check`, every
+/// part is also checked against its BLAKE3 as it is decoded (see [`stream_checked`]).
 pub fn stream_file(
     store: &Store,
     m: &Manifest,
@@ -161,51 +226,86 @@ pub fn stream_file(
     check: bool,
 ) -> Result<String> {
     let all = pieces(entry, 0..entry.size);
+    let windows = windows(&all);
+    let batch = PART_LEN * rayon::current_num_threads() as u64;
     let path = &entry.path;
+    let (all, windows) = (&all, &windows);
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
-        let writer = scope.spawn(move || -> Result<String> {
-            let mut sha = sha2::Sha256::new();
-            for chunks in rx {
-                for c in chunks {
-                    sha.update(&c);
-                    out.write_all(&c)
-                        .map_err(|e| Error::io(format!("writing {path}"), e))?;
-                }
-            }
-            Ok(crate::codec::rebuild::hex(&sha.finalize()))
-        });
-        let mut decoded = Ok(());
-        let mut start = 0;
-        while start < all.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < all.len()
-                && (end == start || bytes + (all[end].range.end - all[end].range.start) <= WINDOW)
-            {
-                bytes += all[end].range.end - all[end].range.start;
-                end += 1;
-            }
-            match read_pieces(store, &m.tensors, entry, &all[start..end], check) {
-                // A closed channel means the writer failed: its error is the one to report.
-                Ok(chunks) => {
-                    if tx.send(chunks).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    decoded = Err(needed_by(e, m));
+        // A rendezvous channel: the fetch thread holds one window while the pool decodes
+        // the one before.
+        let (fetched_tx, fetched_rx) = std::sync::mpsc::sync_channel::<Result<PartCache>>(0);
+        scope.spawn(move || {
+            for w in windows {
+                let got = fetch_pieces(store, &m.tensors, entry, &all[w.clone()], check);
+                let failed = got.is_err();
+                // A closed channel means decoding stopped.
+                if fetched_tx.send(got).is_err() || failed {
                     break;
                 }
             }
-            start = end;
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(QUEUED);
+        let (to_writer, for_writer) = std::sync::mpsc::sync_channel::<Bytes>(QUEUED);
+        let hasher = scope.spawn(move || {
+            let mut sha = sha2::Sha256::new();
+            for c in rx {
+                sha.update(&c);
+                // A closed channel means the writer failed: its error is the one to report.
+                if to_writer.send(c).is_err() {
+                    break;
+                }
+            }
+            crate::codec::rebuild::hex(&sha.finalize())
+        });
+        let writer = scope.spawn(move || -> Result<()> {
+            for c in for_writer {
+                out.write_all(&c)
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
+            }
+            Ok(())
+        });
+        let mut decoded = Ok(());
+        'windows: for w in windows {
+            let cache = match fetched_rx.recv() {
+                Ok(Ok(cache)) => cache,
+                Ok(Err(e)) => {
+                    decoded = Err(needed_by(e, m));
+                    break;
+                }
+                Err(_) => {
+                    decoded = Err(Error::internal("the fetch thread stopped"));
+                    break;
+                }
+            };
+            let window = &all[w.clone()];
+            for b in runs(window, batch) {
+                match decode_pieces(&m.tensors, entry, &window[b], &cache, check) {
+                    // A closed channel means the writer failed: its error is the one to report.
+                    Ok(chunks) => {
+                        for c in chunks {
+                            if tx.send(c).is_err() {
+                                break 'windows;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        decoded = Err(needed_by(e, m));
+                        break 'windows;
+                    }
+                }
+            }
         }
         drop(tx);
+        drop(fetched_rx);
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::internal("the output thread panicked")));
+        let digest = hasher
+            .join()
+            .map_err(|_| Error::internal("the hashing thread panicked"));
         decoded?;
-        written
+        written?;
+        digest
     })
 }
 
@@ -220,6 +320,8 @@ pub fn stream_checked(
 ) -> Result<()> {
     let got = stream_file(store, m, entry, out, false)?;
     if got != entry.sha256 {
+        // Parts kept decoded unchecked may be what went wrong: none is used again.
+        store.decoded().clear();
         stream_file(store, m, entry, &mut std::io::sink(), true)?;
     }
     check_sha(m, entry, &got)
@@ -307,5 +409,32 @@ pub fn read_range(
     }
     let ps = pieces(entry, range);
     let chunks = read_pieces(store, &m.tensors, entry, &ps, true).map_err(|e| needed_by(e, &m))?;
-    Ok(chunks.concat())
+    Ok(chunks.iter().flat_map(|c| c.iter().copied()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_grow_from_a_part_to_the_window() {
+        let parts: Vec<Piece> = (0..20)
+            .map(|i| Piece {
+                seg: 0,
+                range: i * PART_LEN..(i + 1) * PART_LEN,
+            })
+            .collect();
+        let sizes: Vec<usize> = windows(&parts).iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, vec![1, 2, 4, 8, 5]);
+        // Small pieces fill a window up to its size; a piece larger than it is one window.
+        let small: Vec<Piece> = (0..10)
+            .map(|i| Piece {
+                seg: 0,
+                range: i * (3 << 20)..(i + 1) * (3 << 20),
+            })
+            .collect();
+        let sizes: Vec<usize> = windows(&small).iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, vec![2, 5, 3]);
+        assert_eq!(runs(&parts[..1], 1).len(), 1);
+    }
 }

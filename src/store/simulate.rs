@@ -614,7 +614,13 @@ pub fn run(models: u64, seed: u64) -> SimReport {
             for s in &f.segments {
                 match s {
                     Segment::Tensor { blake3, len, .. } => {
-                        let _ = plan::needs(&m.tensors as &Records, blake3, 0..*len, &mut needs);
+                        let _ = plan::needs(
+                            &m.tensors as &Records,
+                            blake3,
+                            0..*len,
+                            &mut needs,
+                            &mut |_| false,
+                        );
                     }
                     Segment::Bytes { parts, .. } => needs.extend(parts.iter().cloned()),
                 }

@@ -556,13 +556,33 @@ fn print_bench(r: &store::bench::BenchReport) {
             want.as_deref().unwrap_or("none")
         );
     }
-    println!("\n| threads | ingest MB/s | ingest MiniLM MB/s | restore MB/s | restore MiniLM MB/s |\n|---:|---:|---:|---:|---:|");
+    println!(
+        "\n| decoding threads | ingest MB/s | ingest MiniLM | restore, fresh handle per repo | \
+         restore MiniLM, fresh | restore, one handle | restore MiniLM, one handle | \
+         restore MiniLM MB per CPU s (fresh / one) |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for s in &r.speeds {
+        let cpu = s
+            .restore_minilm_mb_per_cpu_s
+            .map_or("n/a".to_string(), |(one, fresh)| {
+                format!("{fresh:.0} / {one:.0}")
+            });
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            s.threads, s.ingest_mb_s, s.ingest_minilm_mb_s, s.restore_mb_s, s.restore_minilm_mb_s
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {cpu} |",
+            s.threads,
+            s.ingest_mb_s,
+            s.ingest_minilm_mb_s,
+            s.restore_cold_mb_s,
+            s.restore_cold_minilm_mb_s,
+            s.restore_mb_s,
+            s.restore_minilm_mb_s
         );
     }
+    println!(
+        "(restore: a fetch, a hashing and a writing thread run beside the decoding ones; \
+         one handle keeps up to {} MiB of decoded parts between repos)",
+        crate_budget_mib()
+    );
     for (repo, e, d) in &r.single_pair_mb_s {
         println!("single-pair, 1 thread, {repo}: encode {e:.0} MB/s, decode {d:.0} MB/s");
     }
@@ -570,4 +590,9 @@ fn print_bench(r: &store::bench::BenchReport) {
         "requests per GB: ingest {:.0}, restore {:.0}; objects per GB stored: {:.1}",
         r.requests_per_gb.0, r.requests_per_gb.1, r.objects_per_gb
     );
+}
+
+/// The decoded-part budget a store handle gets, in MiB.
+fn crate_budget_mib() -> u64 {
+    zipllm::store::decoded::Decoded::from_env().budget() >> 20
 }
