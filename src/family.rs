@@ -382,6 +382,37 @@ pub struct Fingerprint {
     pub bytes_read: u64,
 }
 
+impl Fingerprint {
+    /// One fingerprint for several files read as one model (a model stored in shards): their
+    /// tensor tables one after the other, samples renumbered to match.
+    pub fn merge(parts: &[Fingerprint]) -> Fingerprint {
+        let mut tensors = Vec::new();
+        let mut samples = Vec::new();
+        let (mut file_len, mut header_len, mut bytes_read) = (0, 0, 0);
+        for p in parts {
+            let first = tensors.len() as u32;
+            tensors.extend(p.tensors.iter().cloned());
+            samples.extend(p.samples.iter().map(|s| {
+                let mut s = s.clone();
+                s.block.tensor += first;
+                s
+            }));
+            file_len += p.file_len;
+            header_len += p.header_len;
+            bytes_read += p.bytes_read;
+        }
+        Fingerprint {
+            version: parts.first().map_or(1, |p| p.version),
+            file_len,
+            header_len,
+            arch: arch_signature(&tensors),
+            tensors,
+            samples,
+            bytes_read,
+        }
+    }
+}
+
 /// First bytes of a fingerprint file.
 pub const FINGERPRINT_MAGIC: &[u8; 8] = b"ZLLMFP1\n";
 
@@ -508,6 +539,7 @@ pub fn compare(
         candidate_name,
         target,
         &tensor_sigs(candidate),
+        false,
         |i, o, l| read(i, o, l).map(Some),
     )
 }
@@ -520,6 +552,28 @@ pub fn compare_fingerprints(
     target: &Fingerprint,
     candidate: &Fingerprint,
 ) -> Result<Verdict> {
+    compare_fingerprints_as(candidate_name, target, candidate, false)
+}
+
+/// [`compare_fingerprints`] for a target that may be a part of the candidate: one shard of a
+/// model against the whole of its base, or against a base stored in shards of other sizes
+/// ([`Fingerprint::merge`] of them). The architecture gate then asks that [`MIN_OVERLAP`] of
+/// the *target's* tensors line up, rather than of the larger table; bit distance decides as
+/// always.
+pub fn compare_fingerprints_within(
+    candidate_name: &str,
+    target: &Fingerprint,
+    candidate: &Fingerprint,
+) -> Result<Verdict> {
+    compare_fingerprints_as(candidate_name, target, candidate, true)
+}
+
+fn compare_fingerprints_as(
+    candidate_name: &str,
+    target: &Fingerprint,
+    candidate: &Fingerprint,
+    within: bool,
+) -> Result<Verdict> {
     let blocks: HashMap<(u32, u64, u64), &[u8]> = candidate
         .samples
         .iter()
@@ -530,9 +584,13 @@ pub fn compare_fingerprints(
             )
         })
         .collect();
-    compare_sigs(candidate_name, target, &candidate.tensors, |i, off, len| {
-        Ok(blocks.get(&(i as u32, off, len)).map(|b| b.to_vec()))
-    })
+    compare_sigs(
+        candidate_name,
+        target,
+        &candidate.tensors,
+        within,
+        |i, off, len| Ok(blocks.get(&(i as u32, off, len)).map(|b| b.to_vec())),
+    )
 }
 
 /// [`compare`] against a candidate's tensor table; `read` answers `None` for bytes it does not
@@ -541,9 +599,13 @@ fn compare_sigs(
     candidate_name: &str,
     target: &Fingerprint,
     cand_sigs: &[TensorSig],
+    within: bool,
     mut read: impl FnMut(usize, u64, u64) -> Result<Option<Vec<u8>>>,
 ) -> Result<Verdict> {
-    let al = align(&target.tensors, cand_sigs);
+    let mut al = align(&target.tensors, cand_sigs);
+    if within {
+        al.overlap = al.pairs.len() as f64 / target.tensors.len().max(1) as f64;
+    }
     let mut v = Verdict {
         candidate: candidate_name.to_string(),
         verdict: "incompatible".into(),

@@ -428,6 +428,104 @@ fn pipeline_on_a_local_folder() {
     check_pipeline(s.path().to_str().unwrap(), &[]);
 }
 
+/// Shards of a model: `cuts` tensor counts per shard, written as `model-0000k-of-0000n` with
+/// their index.
+fn write_shards(dir: &Path, t: &[(String, Vec<u64>, Vec<f32>)], cuts: &[usize]) {
+    let n = cuts.len();
+    let mut at = 0;
+    let mut map = serde_json::Map::new();
+    for (k, &c) in cuts.iter().enumerate() {
+        let name = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
+        write_model(&dir.join(&name), &t[at..at + c], false);
+        for (tn, _, _) in &t[at..at + c] {
+            map.insert(tn.clone(), Value::String(name.clone()));
+        }
+        at += c;
+    }
+    assert_eq!(at, t.len());
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    write_config(dir, "sharded");
+}
+
+#[test]
+fn shards_find_their_base_however_they_are_cut() {
+    // A base stored in two shards; fine-tunes as one file and as three shards cut elsewhere:
+    // every tensor of every file must be a delta against the base's same-named tensor.
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let store = store.to_str().unwrap();
+    let base = model(4, 1);
+    let dir = |id: &str| {
+        let d = root.path().join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let b = dir("acme/base");
+    write_shards(&b, &base, &[7, 6]);
+    let one = dir("acme/ft-one-file");
+    write_model(&one.join("model.safetensors"), &fine_tune(&base, 2), false);
+    write_config(&one, "one");
+    let three = dir("acme/ft-three-shards");
+    write_shards(&three, &fine_tune(&base, 3), &[1, 5, 7]);
+    for (id, d) in [
+        ("acme/base", &b),
+        ("acme/ft-one-file", &one),
+        ("acme/ft-three-shards", &three),
+    ] {
+        let r = ok_json(
+            &["store", "ingest", store, id, d.to_str().unwrap(), "--json"],
+            &[],
+        );
+        for f in r["files"].as_array().unwrap() {
+            if f["format"] != "safetensors" {
+                continue;
+            }
+            let t = &f["tensors"];
+            if id == "acme/base" {
+                assert!(f["base"].is_null(), "{f}");
+                continue;
+            }
+            assert_eq!(f["base"]["repo"], "acme/base", "{id} {f}");
+            assert_eq!(t["standalone"], 0, "{id} {f}");
+            assert!(t["delta"].as_u64().unwrap() > 0, "{id} {f}");
+        }
+        let out = root.path().join("out").join(id);
+        ok_json(
+            &[
+                "store",
+                "restore",
+                store,
+                id,
+                out.to_str().unwrap(),
+                "--json",
+            ],
+            &[],
+        );
+        for e in std::fs::read_dir(d).unwrap() {
+            let name = e.unwrap().file_name();
+            let name = name.to_str().unwrap();
+            assert_eq!(file_sha(&out, name), file_sha(d, name), "{id}/{name}");
+        }
+    }
+    // What `show` says agrees: the base of every shard, and its distance.
+    let shown = ok_json(
+        &["store", "show", store, "acme/ft-three-shards", "--json"],
+        &[],
+    );
+    let shards: Vec<&Value> = shown["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"].as_str().unwrap().ends_with(".safetensors"))
+        .collect();
+    assert_eq!(shards.len(), 3);
+    for f in shards {
+        assert_eq!(f["base"]["repo"], "acme/base", "{f}");
+        assert!(f["base"]["bit_distance"].as_f64().unwrap() > 0.0, "{f}");
+    }
+}
+
 fn packs_of(store: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let Ok(rd) = std::fs::read_dir(store.join("packs")) else {

@@ -16,6 +16,16 @@ pub struct BaseFile {
     pub entry: FileEntry,
 }
 
+/// A candidate base: base files of one revision, most shared signatures first (the first one
+/// names the base).
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    /// The files.
+    pub files: Vec<&'a BaseFile>,
+    /// Distinct signatures of the new file they hold.
+    pub shared: usize,
+}
+
 /// Lookups over every committed revision.
 #[derive(Default)]
 pub struct Index {
@@ -115,28 +125,52 @@ impl Index {
         }
     }
 
-    /// Bases sharing at least `min_share` of `sigs` (a new file's tensor signatures), most
-    /// shared first, at most `limit`: hash lookups per tensor, not a scan of every base.
-    pub fn candidates(&self, sigs: &[String], min_share: f64, limit: usize) -> Vec<&BaseFile> {
-        let mut votes: HashMap<usize, usize> = HashMap::new();
+    /// Candidate bases for a new file with tensor signatures `sigs`: per revision, its base
+    /// files sharing any of them (a base may be stored in shards cut elsewhere than the new
+    /// file's), kept when together they hold at least `min_share` of `sigs`; most shared first,
+    /// at most `limit`. Hash lookups per tensor, not a scan of every base.
+    pub fn candidates(&self, sigs: &[String], min_share: f64, limit: usize) -> Vec<Candidate<'_>> {
+        let mut file_votes: HashMap<usize, usize> = HashMap::new();
+        let mut rev_votes: HashMap<(&str, &str), usize> = HashMap::new();
         let mut uniq: Vec<&String> = sigs.iter().collect();
         uniq.sort();
         uniq.dedup();
         for s in &uniq {
+            let mut revs: Vec<(&str, &str)> = Vec::new();
             for &b in self.by_sig.get(*s).map_or(&[][..], |v| v.as_slice()) {
-                *votes.entry(b).or_default() += 1;
+                *file_votes.entry(b).or_default() += 1;
+                let at = &self.bases[b].at;
+                let rev = (at.repo.as_str(), at.revision.as_str());
+                if !revs.contains(&rev) {
+                    revs.push(rev);
+                    *rev_votes.entry(rev).or_default() += 1;
+                }
             }
         }
-        let need = (uniq.len() as f64 * min_share).ceil() as usize;
-        let mut ranked: Vec<(usize, usize)> = votes
+        let need = ((uniq.len() as f64 * min_share).ceil() as usize).max(1);
+        let mut groups: HashMap<(&str, &str), Vec<(usize, usize)>> = HashMap::new();
+        for (&b, &n) in &file_votes {
+            let at = &self.bases[b].at;
+            let rev = (at.repo.as_str(), at.revision.as_str());
+            if rev_votes.get(&rev).is_some_and(|&v| v >= need) {
+                groups.entry(rev).or_default().push((b, n));
+            }
+        }
+        let mut ranked: Vec<(usize, Vec<(usize, usize)>)> = groups
             .into_iter()
-            .filter(|&(_, n)| n >= need.max(1))
+            .map(|(rev, mut files)| {
+                files.sort_by_key(|&(b, n)| (std::cmp::Reverse(n), b));
+                (rev_votes[&rev], files)
+            })
             .collect();
-        ranked.sort_by_key(|&(b, n)| (std::cmp::Reverse(n), b));
+        ranked.sort_by_key(|(n, files)| (std::cmp::Reverse(*n), files[0].0));
         ranked
             .into_iter()
             .take(limit)
-            .map(|(b, _)| &self.bases[b])
+            .map(|(shared, files)| Candidate {
+                files: files.into_iter().map(|(b, _)| &self.bases[b]).collect(),
+                shared,
+            })
             .collect()
     }
 

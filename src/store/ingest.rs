@@ -14,14 +14,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::Digest as _;
 
-use crate::codec::blob::{self, BlobDecoder};
+use crate::codec::blob;
 use crate::codec::encode::Strategy;
 use crate::codec::entropy::DEFAULT_LEVEL;
 use crate::error::{Error, Result};
 use crate::family::{self, Fingerprint, SamplePlan};
 use crate::model::{DType, Model};
 use crate::native::read_at;
-use crate::store::index::Index;
+use crate::store::index::{BaseFile, Index};
 use crate::store::layout::{
     self, manifest_key, pack_key, BaseInfo, BaseRef, Encoding, FileEntry, Manifest, Part, Segment,
     TensorRecord, MANIFEST_FORMAT, PACK_TARGET, PART_LEN,
@@ -710,40 +710,59 @@ fn ingest_file(
     if let Some(m) = &model {
         let fp = fingerprint_of(&file, &src.abs, m)?;
         let sigs = sig_keys(&fp.tensors);
-        let mut best: Option<(f64, BaseRef, FileEntry)> = None;
-        let candidates: Vec<_> = index
+        let mut best: Option<(f64, BaseRef, Vec<FileEntry>)> = None;
+        let candidates: Vec<Vec<BaseFile>> = index
             .candidates(&sigs, family::MIN_OVERLAP, MAX_CANDIDATES)
             .into_iter()
-            .cloned()
+            .map(|c| c.files.into_iter().cloned().collect())
             .collect();
-        for cand in candidates {
-            let Some(info) = &cand.entry.base_info else {
+        for files in candidates {
+            let infos: Vec<&Part> = files
+                .iter()
+                .filter_map(|f| f.entry.base_info.as_ref().map(|i| &i.fingerprint))
+                .collect();
+            if infos.len() != files.len() || files.is_empty() {
                 continue;
-            };
-            let cache = store.fetch(std::slice::from_ref(&info.fingerprint))?;
-            let blob = plan::Fetched::blob(&cache, &info.fingerprint)
-                .ok_or_else(|| Error::internal("fingerprint not fetched"))?;
-            let mut dec = BlobDecoder::new()?;
-            let bytes = plan::decode_part(&mut dec, &info.fingerprint, blob, None, 1, true)?;
-            let cand_fp = Fingerprint::from_bytes(&bytes).map_err(|e| {
-                Error::store_corrupt(
-                    pack_key(&info.fingerprint.pack),
-                    format!("corrupt: a fingerprint does not parse ({e})"),
-                )
-            })?;
-            let name = format!("{}/{}", cand.at.repo, cand.at.path);
-            let v = family::compare_fingerprints(&name, &fp, &cand_fp)?;
+            }
+            let wanted: Vec<Part> = infos.iter().map(|p| (*p).clone()).collect();
+            let cache = store.fetch(&wanted)?;
+            let mut parts = Vec::with_capacity(infos.len());
+            for info in infos {
+                let blob = plan::Fetched::blob(&cache, info)
+                    .ok_or_else(|| Error::internal("fingerprint not fetched"))?;
+                let bytes = crate::native::with_decoder(|dec| {
+                    plan::decode_part(dec, info, blob, None, 1, true)
+                })?;
+                parts.push(Fingerprint::from_bytes(&bytes).map_err(|e| {
+                    Error::store_corrupt(
+                        pack_key(&info.pack),
+                        format!("corrupt: a fingerprint does not parse ({e})"),
+                    )
+                })?);
+            }
+            let cand_fp = Fingerprint::merge(&parts);
+            let first = &files[0].at;
+            let name = format!("{}@{}", first.repo, first.revision);
+            let v = family::compare_fingerprints_within(&name, &fp, &cand_fp)?;
             if v.verdict == "related" {
                 let d = v.normalized_distance.unwrap_or(f64::INFINITY);
                 if best.as_ref().is_none_or(|(bd, _, _)| d < *bd) {
-                    let mut at = cand.at.clone();
+                    let mut at = first.clone();
                     at.bit_distance = v.bit_distance.unwrap_or(0.0);
-                    best = Some((d, at, cand.entry.clone()));
+                    best = Some((d, at, files.iter().map(|f| f.entry.clone()).collect()));
                 }
             }
         }
-        if let Some((_, at, base_entry)) = best {
-            base = Some((at, pairing(&base_entry)));
+        if let Some((_, at, base_entries)) = best {
+            // Tensors are paired by canonical name across the base's files; the file holding
+            // most of this one's tensors comes first and wins a name found twice.
+            let mut pairs = HashMap::new();
+            for e in &base_entries {
+                for (k, v) in pairing(e) {
+                    pairs.entry(k).or_insert(v);
+                }
+            }
+            base = Some((at, pairs));
         }
         fingerprint = Some(fp);
     }

@@ -591,7 +591,9 @@ pub fn run(models: u64, seed: u64) -> SimReport {
             .map(|bi| bi.sigs.clone())
             .unwrap_or_default();
         let c = index.candidates(&arch_sigs, crate::family::MIN_OVERLAP, usize::MAX);
-        found &= c.iter().any(|x| x.at.repo == manifests[b].repo);
+        found &= c
+            .iter()
+            .any(|x| x.files.iter().any(|f| f.at.repo == manifests[b].repo));
         cands.push(c.len() as f64);
     }
     let family_lookup_us = t.elapsed().as_secs_f64() * 1e6 / cands.len().max(1) as f64;
