@@ -565,6 +565,7 @@ fn thread_pool(threads: Option<usize>) -> Result<std::sync::Arc<rayon::ThreadPoo
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
+        .thread_name(|i| format!("zipllm-pool-{i}"))
         .build()
         .map_err(|e| Error::invalid(format!("cannot start worker threads: {e}")))?;
     let pool = Arc::new(pool);

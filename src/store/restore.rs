@@ -234,36 +234,44 @@ pub fn stream_file(
         // A rendezvous channel: the fetch thread holds one window while the pool decodes
         // the one before.
         let (fetched_tx, fetched_rx) = std::sync::mpsc::sync_channel::<Result<PartCache>>(0);
-        scope.spawn(move || {
-            for w in windows {
-                let got = fetch_pieces(store, &m.tensors, entry, &all[w.clone()], check);
-                let failed = got.is_err();
-                // A closed channel means decoding stopped.
-                if fetched_tx.send(got).is_err() || failed {
-                    break;
+        let named = |name: &str| std::thread::Builder::new().name(format!("zipllm-{name}"));
+        let spawn_failed = |e| Error::io("starting a restore thread", e);
+        named("fetch")
+            .spawn_scoped(scope, move || {
+                for w in windows {
+                    let got = fetch_pieces(store, &m.tensors, entry, &all[w.clone()], check);
+                    let failed = got.is_err();
+                    // A closed channel means decoding stopped.
+                    if fetched_tx.send(got).is_err() || failed {
+                        break;
+                    }
                 }
-            }
-        });
+            })
+            .map_err(spawn_failed)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(QUEUED);
         let (to_writer, for_writer) = std::sync::mpsc::sync_channel::<Bytes>(QUEUED);
-        let hasher = scope.spawn(move || {
-            let mut sha = sha2::Sha256::new();
-            for c in rx {
-                sha.update(&c);
-                // A closed channel means the writer failed: its error is the one to report.
-                if to_writer.send(c).is_err() {
-                    break;
+        let hasher = named("sha256")
+            .spawn_scoped(scope, move || {
+                let mut sha = sha2::Sha256::new();
+                for c in rx {
+                    sha.update(&c);
+                    // A closed channel means the writer failed: its error is the one to report.
+                    if to_writer.send(c).is_err() {
+                        break;
+                    }
                 }
-            }
-            crate::codec::rebuild::hex(&sha.finalize())
-        });
-        let writer = scope.spawn(move || -> Result<()> {
-            for c in for_writer {
-                out.write_all(&c)
-                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
-            }
-            Ok(())
-        });
+                crate::codec::rebuild::hex(&sha.finalize())
+            })
+            .map_err(spawn_failed)?;
+        let writer = named("write")
+            .spawn_scoped(scope, move || -> Result<()> {
+                for c in for_writer {
+                    out.write_all(&c)
+                        .map_err(|e| Error::io(format!("writing {path}"), e))?;
+                }
+                Ok(())
+            })
+            .map_err(spawn_failed)?;
         let mut decoded = Ok(());
         'windows: for w in windows {
             let cache = match fetched_rx.recv() {
