@@ -526,6 +526,61 @@ fn shards_find_their_base_however_they_are_cut() {
     }
 }
 
+#[test]
+fn parts_are_kept_decoded_only_where_they_are_met_again() {
+    use zipllm::store::{restore::restore, Store};
+    let c = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().join("store");
+    let at = at.to_str().unwrap();
+    ingest_all(at, &c, &[]);
+    let out = dir.path().join("out");
+    let pack_bytes = |s: &Store, repo: &str| {
+        let before = s.objects().requests();
+        let r = restore(s, repo, "main", &out.join(repo), None).unwrap();
+        assert!(!r.files.is_empty());
+        s.objects().requests().since(&before).bytes_got
+    };
+    // A one-shot restore of a fine-tune keeps nothing; one of a model beside its torch-zip twin
+    // (the same tensors twice) keeps what the second file needs again.
+    let one_shot = Store::open(at).unwrap();
+    pack_bytes(&one_shot, "acme/ft");
+    assert_eq!(one_shot.decoded().kept(), 0);
+    let twin = Store::open(at).unwrap();
+    pack_bytes(&twin, "other/unrelated");
+    assert!(twin.decoded().kept() > 0);
+    // A session keeps everything: the fine-tune again reads only its manifest, and its bf16
+    // copy finds the base's parts (its cast source) decoded.
+    let mut session = Store::open(at).unwrap();
+    session.keep_decoded(256 << 20);
+    let first = pack_bytes(&session, "acme/ft");
+    let again = pack_bytes(&session, "acme/ft");
+    let manifest = std::fs::metadata(Path::new(at).join("repos/acme/ft/main.json"))
+        .unwrap()
+        .len();
+    assert!(first > 1 << 20, "{first}");
+    assert!(again <= manifest, "{again} > {manifest}");
+    let fresh = Store::open(at).unwrap();
+    let cold_bf16 = pack_bytes(&fresh, "acme/ft-bf16");
+    let warm_bf16 = pack_bytes(&session, "acme/ft-bf16");
+    assert!(warm_bf16 * 2 < cold_bf16, "{warm_bf16} vs {cold_bf16}");
+    // Every restored file is the original, byte for byte.
+    for (id, d) in &c.repos {
+        if !out.join(id).exists() {
+            continue;
+        }
+        for e in std::fs::read_dir(d).unwrap() {
+            let name = e.unwrap().file_name();
+            let name = name.to_str().unwrap();
+            assert_eq!(
+                file_sha(&out.join(id), name),
+                file_sha(d, name),
+                "{id}/{name}"
+            );
+        }
+    }
+}
+
 fn packs_of(store: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let Ok(rd) = std::fs::read_dir(store.join("packs")) else {

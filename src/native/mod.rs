@@ -478,14 +478,26 @@ pub fn rebuild_mapped(
 static SPARE_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
 pub(crate) fn take_buffer() -> Vec<u8> {
-    SPARE_BUFFERS
-        .lock()
-        .ok()
-        .and_then(|mut v| v.pop())
-        .unwrap_or_default()
+    take_buffer_of(usize::MAX)
 }
 
+/// A spare buffer, the smallest holding `len` bytes if any does (else the largest).
+pub(crate) fn take_buffer_of(len: usize) -> Vec<u8> {
+    let Ok(mut v) = SPARE_BUFFERS.lock() else {
+        return Vec::new();
+    };
+    let fit = (0..v.len())
+        .filter(|&i| v[i].capacity() >= len)
+        .min_by_key(|&i| v[i].capacity())
+        .or_else(|| (0..v.len()).max_by_key(|&i| v[i].capacity()));
+    fit.map(|i| v.swap_remove(i)).unwrap_or_default()
+}
+
+/// Keeps `buf` for reuse if it is worth it (64 KiB or more) and fewer than 16 are kept.
 pub(crate) fn return_buffer(buf: Vec<u8>) {
+    if buf.capacity() < 64 << 10 {
+        return;
+    }
     if let Ok(mut v) = SPARE_BUFFERS.lock() {
         if v.len() < 16 {
             v.push(buf);
@@ -540,7 +552,7 @@ pub(crate) fn lent_bytes(
     len: usize,
     fill: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<bytes::Bytes> {
-    let mut buf = take_buffer();
+    let mut buf = take_buffer_of(len);
     buf.resize(len, 0);
     buf.truncate(len);
     fill(&mut buf)?;

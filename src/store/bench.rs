@@ -263,6 +263,9 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
         let restore_all = |cold: bool| -> Result<(f64, f64, Option<f64>, u64)> {
             let _ = std::fs::remove_dir_all(&out);
             settle_disk();
+            // One session handle for the whole corpus, opened with nothing decoded yet.
+            let mut session = Store::open(store_dir)?;
+            session.keep_decoded(crate::store::decoded::Decoded::from_env().budget());
             let (mut r_all, mut r_s, mut r_ml, mut r_ml_s, mut ml_cpu) =
                 (0u64, 0f64, 0u64, 0f64, Some(0f64));
             let mut requests = 0;
@@ -272,7 +275,7 @@ pub fn run(corpus: &Path, work: &Path) -> Result<BenchReport> {
                     fresh = Store::open(store_dir)?;
                     &fresh
                 } else {
-                    &s
+                    &session
                 };
                 let cpu = cpu_seconds();
                 let rep = crate::native::with_threads(Some(threads), || {

@@ -6,6 +6,11 @@
 //! several files of one family meets the same parts many times. A part found here is neither
 //! fetched nor decoded again.
 //!
+//! Keeping costs fresh memory (slow to fault in), so a read keeps what it decodes only when it
+//! will meet it again: a restore whose files share parts, `verify`'s walk over every file, or
+//! any read through a handle made a session by [`crate::store::Store::keep_decoded`] (a server,
+//! the benchmark's one-handle restore). A one-shot restore of one fine-tune keeps nothing.
+//!
 //! Entries remember whether their bytes were checked against the part's BLAKE3. A read that
 //! checks every part (ranges, the second look after a failed sha256, ingest reading a base) uses
 //! checked entries only; a read that checks the whole file's sha256 instead may use any, and

@@ -912,7 +912,7 @@ fn ingest_file(
         for p in bases_needs(&mut |_| false)? {
             reused_packs.insert(p.pack);
         }
-        let cache = store.fetch_needed(true, bases_needs)?;
+        let cache = store.fetch_needed(true, store.keeps_all(), bases_needs)?;
         let tensors = &index.tensors;
         let encoded: Vec<Encoded> = window
             .par_iter()

@@ -48,6 +48,9 @@ const MAX_READ: u64 = 64 << 20;
 pub struct Store {
     objects: Objects,
     decoded: Arc<decoded::Decoded>,
+    /// Keep every part decoded (a session reading many related files), not only those a read
+    /// knows it will meet again.
+    keep_all: bool,
 }
 
 /// A committed revision, as listed.
@@ -103,13 +106,22 @@ impl Store {
         Ok(Store {
             objects: Objects::open(location)?,
             decoded: Arc::new(decoded::Decoded::from_env()),
+            keep_all: false,
         })
     }
 
-    /// Keeps up to `budget` bytes of decoded parts between reads (0: none); the default is
-    /// [`decoded::DEFAULT_BUDGET`] or `ZIPLLM_DECODED_CACHE_MIB`.
+    /// Makes this handle a session over related files: every part decoded is kept (up to
+    /// `budget` bytes, least recently used out) for later reads — the next fine-tune of a family
+    /// skips its base's decode. Without it, a read keeps parts only when it knows it will meet
+    /// them again (a restore whose files share tensors), since keeping costs fresh memory.
     pub fn keep_decoded(&mut self, budget: u64) {
         self.decoded = Arc::new(decoded::Decoded::new(budget));
+        self.keep_all = true;
+    }
+
+    /// Whether every decoded part is kept ([`Store::keep_decoded`]).
+    pub fn keeps_all(&self) -> bool {
+        self.keep_all
     }
 
     /// The decoded parts kept.
@@ -119,10 +131,12 @@ impl Store {
 
     /// Plans and fetches a read: `want` lists the parts it needs, told by its argument which
     /// ones are at hand decoded (checked ones only, with `check`) so it can leave them out;
-    /// those are pinned in the returned cache, the rest fetched.
+    /// those are pinned in the returned cache, the rest fetched. With `keep`, the parts the
+    /// read decodes are offered for keeping.
     pub fn fetch_needed(
         &self,
         check: bool,
+        keep: bool,
         want: impl FnOnce(&mut dyn FnMut(&Part) -> bool) -> Result<Vec<Part>>,
     ) -> Result<PartCache> {
         let mut pinned = HashMap::new();
@@ -135,6 +149,9 @@ impl Store {
         })?;
         let mut cache = self.fetch(&needs)?;
         cache.pinned = pinned;
+        if keep {
+            cache.keep = Some(self.decoded.clone());
+        }
         Ok(cache)
     }
 
@@ -261,10 +278,7 @@ impl Store {
             .map(|(pack, r)| (pack_key(pack), r.clone()))
             .collect();
         let got = self.objects.get_range_many(&keyed)?;
-        let mut cache = PartCache {
-            keep: Some(self.decoded.clone()),
-            ..PartCache::default()
-        };
+        let mut cache = PartCache::default();
         for p in parts {
             let i = reads.partition_point(|(pk, r)| {
                 (pk.as_str(), r.start) < (p.pack.as_str(), p.offset + 1)

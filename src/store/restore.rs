@@ -13,7 +13,7 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use crate::error::{Error, Result};
-use crate::store::layout::{manifest_key, FileEntry, Manifest, Segment, PART_LEN};
+use crate::store::layout::{manifest_key, FileEntry, Manifest, Part, Segment, PART_LEN};
 use crate::store::objects::Requests;
 use crate::store::plan::{self, Records};
 use crate::store::{PartCache, Store};
@@ -83,33 +83,61 @@ fn pieces(entry: &FileEntry, range: Range<u64>) -> Vec<Piece> {
     out
 }
 
-/// Fetches the parts `pieces` need, bases and cast sources included, but for those at hand
-/// decoded.
+/// The parts `pieces` need, bases and cast sources included, but for those `kept` says are at
+/// hand decoded.
+fn needs_of(
+    records: &Records,
+    entry: &FileEntry,
+    pieces: &[Piece],
+    kept: &mut dyn FnMut(&Part) -> bool,
+) -> Result<Vec<Part>> {
+    let mut needs = Vec::new();
+    for p in pieces {
+        match &entry.segments[p.seg] {
+            Segment::Bytes { parts, .. } => {
+                for (_, part) in plan::overlapping(parts, &p.range) {
+                    if !kept(part) {
+                        needs.push(part.clone());
+                    }
+                }
+            }
+            Segment::Tensor { blake3, .. } => {
+                plan::needs(records, blake3, p.range.clone(), &mut needs, kept)?
+            }
+        }
+    }
+    Ok(needs)
+}
+
+/// Fetches the parts `pieces` need but for those at hand decoded; with `keep`, the parts then
+/// decoded are offered for keeping.
 fn fetch_pieces(
     store: &Store,
     records: &Records,
     entry: &FileEntry,
     pieces: &[Piece],
     check: bool,
+    keep: bool,
 ) -> Result<PartCache> {
-    store.fetch_needed(check, |kept| {
-        let mut needs = Vec::new();
-        for p in pieces {
-            match &entry.segments[p.seg] {
-                Segment::Bytes { parts, .. } => {
-                    for (_, part) in plan::overlapping(parts, &p.range) {
-                        if !kept(part) {
-                            needs.push(part.clone());
-                        }
-                    }
-                }
-                Segment::Tensor { blake3, .. } => {
-                    plan::needs(records, blake3, p.range.clone(), &mut needs, kept)?
-                }
+    store.fetch_needed(check, keep, |kept| needs_of(records, entry, pieces, kept))
+}
+
+/// Whether restoring `entries` needs some part more than once (a tensor in two files or twice
+/// in one, a base under two fine-tuned files): then the parts decoded are worth keeping for the
+/// rest of the restore. Otherwise keeping them would only cost fresh memory.
+fn meets_a_part_twice(m: &Manifest, entries: &[&FileEntry]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    for e in entries {
+        let Ok(needs) = needs_of(&m.tensors, e, &pieces(e, 0..e.size), &mut |_| false) else {
+            return false;
+        };
+        for p in needs {
+            if !seen.insert((p.pack, p.offset)) {
+                return true;
             }
         }
-        Ok(needs)
-    })
+    }
+    false
 }
 
 /// Decodes pieces from fetched parts, in parallel, in order.
@@ -152,8 +180,9 @@ fn read_pieces(
     entry: &FileEntry,
     pieces: &[Piece],
     check: bool,
+    keep: bool,
 ) -> Result<Vec<Bytes>> {
-    let cache = fetch_pieces(store, records, entry, pieces, check)?;
+    let cache = fetch_pieces(store, records, entry, pieces, check, keep)?;
     decode_pieces(records, entry, pieces, &cache, check)
 }
 
@@ -217,13 +246,15 @@ fn needed_by(e: Error, m: &Manifest) -> Error {
 /// while the pool decodes this one a batch at a time (about a part per thread), and an output
 /// thread hashes and writes each batch as soon as it is decoded. At most two windows of parts
 /// and [`QUEUED`] decoded pieces are held at once, so memory stays bounded. With `check`, every
-/// part is also checked against its BLAKE3 as it is decoded (see [`stream_checked`]).
+/// part is also checked against its BLAKE3 as it is decoded (see [`stream_checked`]); with
+/// `keep`, decoded parts are kept for later reads (see [`crate::store::decoded`]).
 pub fn stream_file(
     store: &Store,
     m: &Manifest,
     entry: &FileEntry,
     out: &mut (dyn Write + Send),
     check: bool,
+    keep: bool,
 ) -> Result<String> {
     let all = pieces(entry, 0..entry.size);
     let windows = windows(&all);
@@ -239,7 +270,7 @@ pub fn stream_file(
         named("fetch")
             .spawn_scoped(scope, move || {
                 for w in windows {
-                    let got = fetch_pieces(store, &m.tensors, entry, &all[w.clone()], check);
+                    let got = fetch_pieces(store, &m.tensors, entry, &all[w.clone()], check, keep);
                     let failed = got.is_err();
                     // A closed channel means decoding stopped.
                     if fetched_tx.send(got).is_err() || failed {
@@ -325,12 +356,13 @@ pub fn stream_checked(
     m: &Manifest,
     entry: &FileEntry,
     out: &mut (dyn Write + Send),
+    keep: bool,
 ) -> Result<()> {
-    let got = stream_file(store, m, entry, out, false)?;
+    let got = stream_file(store, m, entry, out, false, keep)?;
     if got != entry.sha256 {
         // Parts kept decoded unchecked may be what went wrong: none is used again.
         store.decoded().clear();
-        stream_file(store, m, entry, &mut std::io::sink(), true)?;
+        stream_file(store, m, entry, &mut std::io::sink(), true, false)?;
     }
     check_sha(m, entry, &got)
 }
@@ -368,6 +400,7 @@ pub fn restore(
         Some(p) => vec![m.file(p)?],
         None => m.files.iter().collect(),
     };
+    let keep = store.keeps_all() || meets_a_part_twice(&m, &entries);
     let mut files = Vec::new();
     let mut bytes = 0;
     for entry in entries {
@@ -376,7 +409,7 @@ pub fn restore(
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        crate::native::write_atomically(&dest, |w| stream_checked(store, &m, entry, w))?;
+        crate::native::write_atomically(&dest, |w| stream_checked(store, &m, entry, w, keep))?;
         bytes += entry.size;
         files.push(RestoredFile {
             path: entry.path.clone(),
@@ -394,9 +427,10 @@ pub fn restore(
     })
 }
 
-/// Checks that a revision's file restores to its sha256, writing nothing.
+/// Checks that a revision's file restores to its sha256, writing nothing (decoded parts are kept:
+/// a walk over many files meets the same bases again).
 pub fn check_file(store: &Store, m: &Manifest, entry: &FileEntry) -> Result<()> {
-    stream_checked(store, m, entry, &mut std::io::sink())
+    stream_checked(store, m, entry, &mut std::io::sink(), true)
 }
 
 /// Reads `range` of one file (every part it touches checked against its BLAKE3).
@@ -416,7 +450,8 @@ pub fn read_range(
         )));
     }
     let ps = pieces(entry, range);
-    let chunks = read_pieces(store, &m.tensors, entry, &ps, true).map_err(|e| needed_by(e, &m))?;
+    let chunks = read_pieces(store, &m.tensors, entry, &ps, true, store.keeps_all())
+        .map_err(|e| needed_by(e, &m))?;
     Ok(chunks.iter().flat_map(|c| c.iter().copied()).collect())
 }
 
