@@ -204,6 +204,44 @@ fn read_at(
     check: bool,
     depth: usize,
 ) -> Result<Bytes> {
+    let mut chunks = Vec::new();
+    read_each(
+        records,
+        hash,
+        range.clone(),
+        fetched,
+        dec,
+        check,
+        depth,
+        &mut |c| {
+            chunks.push(c);
+            Ok(())
+        },
+    )?;
+    if chunks.len() == 1 {
+        // Within one part: a view of it, no copy.
+        return Ok(chunks.remove(0));
+    }
+    let mut out = Vec::with_capacity((range.end - range.start) as usize);
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Reads `range` of tensor `hash` as consecutive chunks handed to `each` (views of decoded
+/// parts, or of a cast of them), so that a caller can use them without joining them first.
+#[allow(clippy::too_many_arguments)]
+fn read_each(
+    records: &Records,
+    hash: &str,
+    range: Range<u64>,
+    fetched: &dyn Fetched,
+    dec: &mut BlobDecoder,
+    check: bool,
+    depth: usize,
+    each: &mut dyn FnMut(Bytes) -> Result<()>,
+) -> Result<()> {
     if depth >= MAX_DEPTH {
         return Err(Error::internal(format!(
             "tensor {hash}: chain deeper than {MAX_DEPTH}"
@@ -219,7 +257,6 @@ fn read_at(
     match &rec.encoding {
         Encoding::Raw { parts } | Encoding::Delta { parts, .. } => {
             let word = word_of(&rec.dtype);
-            let mut out = Vec::with_capacity((range.end - range.start) as usize);
             for (start, p) in overlapping(parts, &range) {
                 let bytes = part_bytes(fetched, dec, p, word, check, |dec| {
                     if !p.delta {
@@ -233,31 +270,44 @@ fn read_at(
                 })?;
                 let lo = (range.start.max(start) - start) as usize;
                 let hi = (range.end.min(start + p.raw_len) - start) as usize;
-                if out.is_empty() && hi - lo == (range.end - range.start) as usize {
-                    // Within one part: a view of it, no copy.
-                    return Ok(bytes.slice(lo..hi));
-                }
-                out.extend_from_slice(&bytes[lo..hi]);
+                each(bytes.slice(lo..hi))?;
             }
-            Ok(Bytes::from(out))
+            Ok(())
         }
         Encoding::Cast { source, .. } => {
+            // Each stretch of the F32 source is cast straight into one buffer (source parts
+            // start on whole elements: parts are multiples of 4 bytes, the range is widened
+            // to whole elements).
             let src_range = cast_source_range(&range);
-            let src = read_at(
-                records,
-                source,
-                src_range.clone(),
-                fetched,
-                dec,
-                check,
-                depth + 1,
-            )?;
             let first = src_range.start / 2;
-            let mut cast = vec![0u8; src.len() / 2];
-            crate::model::cast_f32_bytes_to_bf16(&src, &mut cast);
+            let len = ((src_range.end - src_range.start) / 2) as usize;
+            let cast = crate::native::lent_bytes(len, |out| {
+                let mut at = 0usize;
+                read_each(
+                    records,
+                    source,
+                    src_range.clone(),
+                    fetched,
+                    dec,
+                    check,
+                    depth + 1,
+                    &mut |c| {
+                        let n = c.len() / 2;
+                        if c.len() % 4 != 0 || at + n > out.len() {
+                            return Err(Error::internal("a cast source off its element grid"));
+                        }
+                        crate::model::cast_f32_bytes_to_bf16(&c, &mut out[at..at + n]);
+                        at += n;
+                        Ok(())
+                    },
+                )?;
+                if at != out.len() {
+                    return Err(Error::internal("a cast source came out short"));
+                }
+                Ok(())
+            })?;
             let lo = (range.start - first) as usize;
-            let cast = Bytes::from(cast);
-            Ok(cast.slice(lo..lo + (range.end - range.start) as usize))
+            each(cast.slice(lo..lo + (range.end - range.start) as usize))
         }
     }
 }
@@ -291,6 +341,65 @@ mod tests {
         assert_eq!(starts(9..11), vec![0, 10]);
         assert_eq!(starts(24..25), vec![20]);
         assert!(starts(5..5).is_empty());
+    }
+
+    /// Parts handed over decoded, by offset.
+    struct Decoded(std::collections::HashMap<u64, Bytes>);
+
+    impl Fetched for Decoded {
+        fn blob(&self, _: &Part) -> Option<&[u8]> {
+            None
+        }
+        fn decoded(&self, part: &Part, _: bool) -> Option<Bytes> {
+            self.0.get(&part.offset).cloned()
+        }
+    }
+
+    #[test]
+    fn casts_read_across_source_parts() {
+        // An F32 tensor of three parts (40, 40 and 24 bytes) and its BF16 cast, read at every
+        // range: each must be the cast of the matching source elements.
+        let words: Vec<u32> = (0..26u32).map(|i| 0x3f80_0000 + i * 0x1_8001).collect();
+        let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut parts = Vec::new();
+        let mut at_hand = std::collections::HashMap::new();
+        for (i, r) in [0..40usize, 40..80, 80..104].into_iter().enumerate() {
+            let mut p = part(r.len() as u64);
+            p.offset = i as u64;
+            at_hand.insert(p.offset, Bytes::copy_from_slice(&src[r]));
+            parts.push(p);
+        }
+        let mut records = Records::new();
+        let f32_rec = TensorRecord {
+            len: 104,
+            dtype: "F32".into(),
+            encoding: Encoding::Raw { parts },
+            bf16_cast: None,
+        };
+        records.insert("f".into(), f32_rec);
+        let cast_rec = TensorRecord {
+            len: 52,
+            dtype: "BF16".into(),
+            encoding: Encoding::Cast {
+                source: "f".into(),
+                from: "F32".into(),
+                to: "BF16".into(),
+            },
+            bf16_cast: None,
+        };
+        records.insert("c".into(), cast_rec);
+        let mut want = vec![0u8; 52];
+        crate::model::cast_f32_bytes_to_bf16(&src, &mut want);
+        let fetched = Decoded(at_hand);
+        let mut dec = BlobDecoder::new().expect("decoder");
+        for a in 0..52u64 {
+            for b in a..=52 {
+                let got = read(&records, "c", a..b, &fetched, &mut dec, false).expect("read");
+                assert_eq!(&got[..], &want[a as usize..b as usize], "{a}..{b}");
+            }
+        }
+        let whole = read(&records, "f", 0..104, &fetched, &mut dec, false).expect("read");
+        assert_eq!(&whole[..], &src[..]);
     }
 
     #[test]
