@@ -192,106 +192,98 @@ pub fn read(
     dec: &mut BlobDecoder,
     check: bool,
 ) -> Result<Bytes> {
-    read_at(records, hash, range, fetched, dec, check, 0)
+    let walk = Walk {
+        records,
+        fetched,
+        check,
+    };
+    walk.bytes(hash, range, dec, 0)
 }
 
-fn read_at(
-    records: &Records,
-    hash: &str,
-    range: Range<u64>,
-    fetched: &dyn Fetched,
-    dec: &mut BlobDecoder,
+/// One read's walk down records: where they are, the parts at hand, whether each part decoded
+/// is checked against its BLAKE3.
+struct Walk<'a> {
+    records: &'a Records,
+    fetched: &'a dyn Fetched,
     check: bool,
-    depth: usize,
-) -> Result<Bytes> {
-    let mut chunks = Vec::new();
-    read_each(
-        records,
-        hash,
-        range.clone(),
-        fetched,
-        dec,
-        check,
-        depth,
-        &mut |c| {
+}
+
+impl Walk<'_> {
+    /// `range` of tensor `hash` in one piece: a view of a part when it lies within one.
+    fn bytes(
+        &self,
+        hash: &str,
+        range: Range<u64>,
+        dec: &mut BlobDecoder,
+        depth: usize,
+    ) -> Result<Bytes> {
+        let mut chunks = Vec::new();
+        self.each(hash, range.clone(), dec, depth, &mut |c| {
             chunks.push(c);
             Ok(())
-        },
-    )?;
-    if chunks.len() == 1 {
-        // Within one part: a view of it, no copy.
-        return Ok(chunks.remove(0));
-    }
-    let mut out = Vec::with_capacity((range.end - range.start) as usize);
-    for c in chunks {
-        out.extend_from_slice(&c);
-    }
-    Ok(Bytes::from(out))
-}
-
-/// Reads `range` of tensor `hash` as consecutive chunks handed to `each` (views of decoded
-/// parts, or of a cast of them), so that a caller can use them without joining them first.
-#[allow(clippy::too_many_arguments)]
-fn read_each(
-    records: &Records,
-    hash: &str,
-    range: Range<u64>,
-    fetched: &dyn Fetched,
-    dec: &mut BlobDecoder,
-    check: bool,
-    depth: usize,
-    each: &mut dyn FnMut(Bytes) -> Result<()>,
-) -> Result<()> {
-    if depth >= MAX_DEPTH {
-        return Err(Error::internal(format!(
-            "tensor {hash}: chain deeper than {MAX_DEPTH}"
-        )));
-    }
-    let rec = record(records, hash)?;
-    if range.end > rec.len || range.start > range.end {
-        return Err(Error::internal(format!(
-            "range {range:?} outside tensor {hash} of {} bytes",
-            rec.len
-        )));
-    }
-    match &rec.encoding {
-        Encoding::Raw { parts } | Encoding::Delta { parts, .. } => {
-            let word = word_of(&rec.dtype);
-            for (start, p) in overlapping(parts, &range) {
-                let bytes = part_bytes(fetched, dec, p, word, check, |dec| {
-                    if !p.delta {
-                        return Ok(None);
-                    }
-                    let b = rec
-                        .dependency()
-                        .ok_or_else(|| Error::internal("a delta part without a base"))?;
-                    let r = start..start + p.raw_len;
-                    read_at(records, b, r, fetched, dec, check, depth + 1).map(Some)
-                })?;
-                let lo = (range.start.max(start) - start) as usize;
-                let hi = (range.end.min(start + p.raw_len) - start) as usize;
-                each(bytes.slice(lo..hi))?;
-            }
-            Ok(())
+        })?;
+        if chunks.len() == 1 {
+            return Ok(chunks.remove(0));
         }
-        Encoding::Cast { source, .. } => {
-            // Each stretch of the F32 source is cast straight into one buffer (source parts
-            // start on whole elements: parts are multiples of 4 bytes, the range is widened
-            // to whole elements).
-            let src_range = cast_source_range(&range);
-            let first = src_range.start / 2;
-            let len = ((src_range.end - src_range.start) / 2) as usize;
-            let cast = crate::native::lent_bytes(len, |out| {
-                let mut at = 0usize;
-                read_each(
-                    records,
-                    source,
-                    src_range.clone(),
-                    fetched,
-                    dec,
-                    check,
-                    depth + 1,
-                    &mut |c| {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for c in chunks {
+            out.extend_from_slice(&c);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// `range` of tensor `hash` as consecutive chunks handed to `each` (views of decoded parts,
+    /// or of a cast of them), so that a caller can use them without joining them first.
+    fn each(
+        &self,
+        hash: &str,
+        range: Range<u64>,
+        dec: &mut BlobDecoder,
+        depth: usize,
+        each: &mut dyn FnMut(Bytes) -> Result<()>,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(Error::internal(format!(
+                "tensor {hash}: chain deeper than {MAX_DEPTH}"
+            )));
+        }
+        let rec = record(self.records, hash)?;
+        if range.end > rec.len || range.start > range.end {
+            return Err(Error::internal(format!(
+                "range {range:?} outside tensor {hash} of {} bytes",
+                rec.len
+            )));
+        }
+        match &rec.encoding {
+            Encoding::Raw { parts } | Encoding::Delta { parts, .. } => {
+                let word = word_of(&rec.dtype);
+                for (start, p) in overlapping(parts, &range) {
+                    let bytes = part_bytes(self.fetched, dec, p, word, self.check, |dec| {
+                        if !p.delta {
+                            return Ok(None);
+                        }
+                        let b = rec
+                            .dependency()
+                            .ok_or_else(|| Error::internal("a delta part without a base"))?;
+                        let r = start..start + p.raw_len;
+                        self.bytes(b, r, dec, depth + 1).map(Some)
+                    })?;
+                    let lo = (range.start.max(start) - start) as usize;
+                    let hi = (range.end.min(start + p.raw_len) - start) as usize;
+                    each(bytes.slice(lo..hi))?;
+                }
+                Ok(())
+            }
+            Encoding::Cast { source, .. } => {
+                // Each stretch of the F32 source is cast straight into one buffer (source
+                // parts start on whole elements: parts are multiples of 4 bytes, and the range
+                // is widened to whole elements).
+                let src_range = cast_source_range(&range);
+                let first = src_range.start / 2;
+                let len = ((src_range.end - src_range.start) / 2) as usize;
+                let cast = crate::native::lent_bytes(len, |out| {
+                    let mut at = 0usize;
+                    self.each(source, src_range.clone(), dec, depth + 1, &mut |c| {
                         let n = c.len() / 2;
                         if c.len() % 4 != 0 || at + n > out.len() {
                             return Err(Error::internal("a cast source off its element grid"));
@@ -299,15 +291,15 @@ fn read_each(
                         crate::model::cast_f32_bytes_to_bf16(&c, &mut out[at..at + n]);
                         at += n;
                         Ok(())
-                    },
-                )?;
-                if at != out.len() {
-                    return Err(Error::internal("a cast source came out short"));
-                }
-                Ok(())
-            })?;
-            let lo = (range.start - first) as usize;
-            each(cast.slice(lo..lo + (range.end - range.start) as usize))
+                    })?;
+                    if at != out.len() {
+                        return Err(Error::internal("a cast source came out short"));
+                    }
+                    Ok(())
+                })?;
+                let lo = (range.start - first) as usize;
+                each(cast.slice(lo..lo + (range.end - range.start) as usize))
+            }
         }
     }
 }
