@@ -193,9 +193,9 @@ fn windows(pieces: &[Piece]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut max) = (0, PART_LEN);
     while start < pieces.len() {
-        let run = runs(&pieces[start..], max).remove(0);
-        out.push(start + run.start..start + run.end);
-        start += run.end;
+        let end = run_end(pieces, start, max);
+        out.push(start..end);
+        start = end;
         max = (max * 2).min(WINDOW);
     }
     out
@@ -206,17 +206,23 @@ fn runs(pieces: &[Piece], max: u64) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < pieces.len() {
-        let (mut end, mut bytes) = (start, 0);
-        while end < pieces.len()
-            && (end == start || bytes + (pieces[end].range.end - pieces[end].range.start) <= max)
-        {
-            bytes += pieces[end].range.end - pieces[end].range.start;
-            end += 1;
-        }
+        let end = run_end(pieces, start, max);
         out.push(start..end);
         start = end;
     }
     out
+}
+
+/// The end of the run starting at `start`: as many pieces as fit in `max` bytes, one at least.
+fn run_end(pieces: &[Piece], start: usize, max: u64) -> usize {
+    let (mut end, mut bytes) = (start, 0);
+    while end < pieces.len()
+        && (end == start || bytes + (pieces[end].range.end - pieces[end].range.start) <= max)
+    {
+        bytes += pieces[end].range.end - pieces[end].range.start;
+        end += 1;
+    }
+    end
 }
 
 /// Names the revision in a store-corruption error.
