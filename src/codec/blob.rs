@@ -154,15 +154,17 @@ impl BlobDecoder {
         }
         let len = out.len();
         self.streams.resize_with(header.streams.len(), Vec::new);
+        // Where each stream's bytes are: a stored stream is read in place in the blob, a
+        // compressed one is decompressed into this decoder's buffer for it.
+        let mut stored_at: Vec<Option<std::ops::Range<usize>>> = vec![None; header.streams.len()];
         let mut want = transform::stream_lengths(header.layout, word, len, None)?;
         for (i, &(codec, raw, stored)) in header.streams.iter().enumerate() {
             if i == 1 && header.layout == Layout::SparsePlanes {
-                want = transform::stream_lengths(
-                    header.layout,
-                    word,
-                    len,
-                    Some(&self.streams[0][..header.streams[0].1 as usize]),
-                )?;
+                let first = match &stored_at[0] {
+                    Some(r) => &blob[r.clone()],
+                    None => &self.streams[0][..header.streams[0].1 as usize],
+                };
+                want = transform::stream_lengths(header.layout, word, len, Some(first))?;
             }
             if raw != want[i] as u64 {
                 return Err(Error::corrupt(format!(
@@ -170,22 +172,29 @@ impl BlobDecoder {
                     want[i]
                 )));
             }
-            let body = &blob[at..at + stored as usize];
+            let body = at..at + stored as usize;
             at += stored as usize;
-            // Buffers are reused without zeroing: every byte used is overwritten here.
-            let buf = &mut self.streams[i];
-            resize_scratch(buf, raw as usize);
-            let dst = &mut buf[..raw as usize];
             match codec {
-                Codec::Stored => dst.copy_from_slice(body),
-                Codec::Zstd => self.zstd.decompress_into(body, dst)?,
+                // (`parse` checked that a stored stream's two lengths agree.)
+                Codec::Stored => stored_at[i] = Some(body),
+                Codec::Zstd => {
+                    // Buffers are reused without zeroing: every byte used is overwritten here.
+                    let buf = &mut self.streams[i];
+                    resize_scratch(buf, raw as usize);
+                    self.zstd
+                        .decompress_into(&blob[body], &mut buf[..raw as usize])?;
+                }
             }
         }
         let refs: Vec<&[u8]> = self
             .streams
             .iter()
             .zip(&header.streams)
-            .map(|(s, &(_, raw, _))| &s[..raw as usize])
+            .zip(&stored_at)
+            .map(|((s, &(_, raw, _)), stored)| match stored {
+                Some(r) => &blob[r.clone()],
+                None => &s[..raw as usize],
+            })
             .collect();
         if header.layout == Layout::SparsePlanes {
             return crate::codec::sparse::sparse_inverse(

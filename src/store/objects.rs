@@ -107,6 +107,53 @@ fn storage(context: impl Into<String>, e: object_store::Error) -> Error {
     }
 }
 
+/// Reads `range` of an object. From a local folder the range is mapped from the file
+/// `object_store` opened, not copied into fresh memory: objects are immutable once written
+/// (content-addressed, create-only), so the mapping never sees them change, and a removed
+/// file stays readable through it. A range past the end comes back short, as from
+/// `get_range`, and is refused by the caller.
+async fn get_range_mapped(
+    store: &dyn ObjectStore,
+    path: &ObjPath,
+    range: Range<u64>,
+) -> object_store::Result<Bytes> {
+    let opts = object_store::GetOptions {
+        range: Some(range.clone().into()),
+        ..Default::default()
+    };
+    let got = store.get_opts(path, opts).await?;
+    match got.payload {
+        object_store::GetResultPayload::File(file, local) => {
+            let range = got.range;
+            if range.is_empty() {
+                return Ok(Bytes::new());
+            }
+            let mapped = tokio::task::spawn_blocking(move || {
+                // SAFETY: the file is a store object, never modified after it is written
+                // (see above); the mapping is read-only.
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(range.start)
+                        .len((range.end - range.start) as usize)
+                        .populate()
+                        .map(&file)
+                }
+            })
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })?
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: format!("mapping {}: {e}", local.display()).into(),
+            })?;
+            Ok(Bytes::from_owner(mapped))
+        }
+        object_store::GetResultPayload::Stream(_) => got.bytes().await,
+    }
+}
+
 /// An S3 bucket (and the key prefix inside it) for `s3://bucket/prefix`.
 #[cfg(feature = "s3")]
 fn s3_store(location: &str, rest: &str) -> Result<(Arc<dyn ObjectStore>, String)> {
@@ -291,7 +338,7 @@ impl Objects {
             futures::stream::iter(reads)
                 .map(|(key, r)| {
                     let (store, path) = (store.clone(), self.path(key));
-                    async move { store.get_range(&path, r.clone()).await }
+                    async move { get_range_mapped(&*store, &path, r.clone()).await }
                 })
                 .buffered(IN_FLIGHT)
                 .collect::<Vec<_>>()
