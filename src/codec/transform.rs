@@ -428,6 +428,13 @@ pub fn join(layout: Layout, word: usize, streams: &[&[u8]], out: &mut [u8]) -> R
     Ok(())
 }
 
+/// Casts elements `elems` of F32 words held as four byte planes (a standalone blob's streams,
+/// lengths checked) to BF16 in `out` (two bytes an element), rounding as
+/// [`crate::model::f32_to_bf16_bits`] does, without joining the words first.
+pub fn planes_to_bf16(planes: [&[u8]; 4], elems: std::ops::Range<usize>, out: &mut [u8]) {
+    kernels::planes_to_bf16(planes.map(|p| &p[elems.clone()]), out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,6 +646,46 @@ mod kernels {
     #[target_feature(enable = "avx2")]
     fn planes_avx2(word: usize, streams: &[&[u8]], out: &mut [u8]) {
         planes(word, streams, out)
+    }
+
+    #[inline(always)]
+    fn planes_bf16_block(p: [&[u8; B]; 4], out: &mut [u8; 2 * B]) {
+        for k in 0..B {
+            let u = u32::from_le_bytes([p[0][k], p[1][k], p[2][k], p[3][k]]);
+            let b = crate::model::f32_to_bf16_bits(u).to_le_bytes();
+            out[2 * k] = b[0];
+            out[2 * k + 1] = b[1];
+        }
+    }
+
+    #[inline(always)]
+    fn planes_bf16(p: [&[u8]; 4], out: &mut [u8]) {
+        let n = out.len() / 2;
+        for (i, o) in out.chunks_exact_mut(2 * B).enumerate() {
+            let o = o.try_into().expect("a whole block");
+            planes_bf16_block(std::array::from_fn(|k| block(p[k], i)), o);
+        }
+        for i in n / B * B..n {
+            let u = u32::from_le_bytes([p[0][i], p[1][i], p[2][i], p[3][i]]);
+            out[2 * i..2 * i + 2].copy_from_slice(&crate::model::f32_to_bf16_bits(u).to_le_bytes());
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn planes_bf16_avx2(p: [&[u8]; 4], out: &mut [u8]) {
+        planes_bf16(p, out)
+    }
+
+    /// [`super::planes_to_bf16`]: four planes of `out.len() / 2` bytes each.
+    pub(super) fn planes_to_bf16(p: [&[u8]; 4], out: &mut [u8]) {
+        debug_assert!(p.iter().all(|s| 2 * s.len() == out.len()));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { planes_bf16_avx2(p, out) };
+        }
+        planes_bf16(p, out)
     }
 
     /// [`super::join`]'s `Fields` case; stream lengths already checked.

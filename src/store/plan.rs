@@ -164,22 +164,31 @@ pub fn decode_part(
     word: usize,
     check: bool,
 ) -> Result<Bytes> {
-    let corrupt = |what: String| Error::store_corrupt(pack_key(&part.pack), what);
     crate::native::lent_bytes(part.raw_len as usize, |out| {
-        dec.decode(blob, base, word, out).map_err(|e| {
-            corrupt(format!(
-                "corrupt: the part at offset {} does not decode ({e})",
-                part.offset
-            ))
-        })?;
+        dec.decode(blob, base, word, out)
+            .map_err(|e| undecodable(part, e))?;
         if check && blake3::hash(out).to_hex().as_str() != part.blake3 {
-            return Err(corrupt(format!(
-                "corrupt: the part at offset {} decodes to other bytes than were stored",
-                part.offset
-            )));
+            return Err(Error::store_corrupt(
+                pack_key(&part.pack),
+                format!(
+                    "corrupt: the part at offset {} decodes to other bytes than were stored",
+                    part.offset
+                ),
+            ));
         }
         Ok(())
     })
+}
+
+/// The error for a part whose blob does not decode: its pack is corrupt.
+fn undecodable(part: &Part, e: Error) -> Error {
+    Error::store_corrupt(
+        pack_key(&part.pack),
+        format!(
+            "corrupt: the part at offset {} does not decode ({e})",
+            part.offset
+        ),
+    )
 }
 
 /// Reads `range` of tensor `hash` from the parts at hand (every part [`needs`] listed),
@@ -232,6 +241,51 @@ impl Walk<'_> {
         Ok(Bytes::from(out))
     }
 
+    /// Casts `src_range` of the F32 tensor `source` to BF16 in `out` straight from its
+    /// standalone blobs, when nothing is checked on the way (a part's BLAKE3 is of its F32
+    /// bytes) and the tensor is stored whole (not a delta): a part kept decoded is cast from
+    /// its bytes, any other is decoded to BF16 at once, with no F32 copy in between. `false`
+    /// (nothing written) when the source is not such a tensor.
+    fn cast_from_blobs(
+        &self,
+        source: &str,
+        src_range: &Range<u64>,
+        dec: &mut BlobDecoder,
+        out: &mut [u8],
+    ) -> Result<bool> {
+        let rec = record(self.records, source)?;
+        let Encoding::Raw { parts } = &rec.encoding else {
+            return Ok(false);
+        };
+        if self.check || rec.dtype != "F32" || src_range.end > rec.len {
+            return Ok(false);
+        }
+        let mut at = 0usize;
+        for (start, p) in overlapping(parts, src_range) {
+            let lo = (src_range.start.max(start) - start) as usize;
+            let hi = (src_range.end.min(start + p.raw_len) - start) as usize;
+            let n = (hi - lo) / 2;
+            let dst = out
+                .get_mut(at..at + n)
+                .ok_or_else(|| Error::internal("a cast source came out long"))?;
+            at += n;
+            if self.fetched.decoded(p, false).is_none() {
+                if let Some(blob) = self.fetched.blob(p) {
+                    let cast = dec.decode_bf16_cast(blob, p.raw_len as usize, lo / 4..hi / 4, dst);
+                    if cast.map_err(|e| undecodable(p, e))? {
+                        continue;
+                    }
+                }
+            }
+            let bytes = part_bytes(self.fetched, dec, p, 4, false, |_| Ok(None))?;
+            crate::model::cast_f32_bytes_to_bf16(&bytes[lo..hi], dst);
+        }
+        if at != out.len() {
+            return Err(Error::internal("a cast source came out short"));
+        }
+        Ok(true)
+    }
+
     /// `range` of tensor `hash` as consecutive chunks handed to `each` (views of decoded parts,
     /// or of a cast of them), so that a caller can use them without joining them first.
     fn each(
@@ -282,6 +336,9 @@ impl Walk<'_> {
                 let first = src_range.start / 2;
                 let len = ((src_range.end - src_range.start) / 2) as usize;
                 let cast = crate::native::lent_bytes(len, |out| {
+                    if self.cast_from_blobs(source, &src_range, dec, out)? {
+                        return Ok(());
+                    }
                     let mut at = 0usize;
                     self.each(source, src_range.clone(), dec, depth + 1, &mut |c| {
                         let n = c.len() / 2;
