@@ -267,3 +267,95 @@ fn relative_output_path_in_the_current_folder() {
     );
     assert_eq!(names(dir.path()), ["out.safetensors"]);
 }
+
+/// Bytes that differ at every offset (a misplaced block shows).
+fn counting(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect()
+}
+
+#[test]
+fn outputs_of_every_size_and_write_pattern_come_out_whole() {
+    // Whole 4 KiB blocks go with O_DIRECT where the filesystem takes it (the temp folder's disk)
+    // and through the page cache where it does not (tmpfs: /dev/shm); the tail, a partial
+    // block, always through the page cache. Sizes around the block and the 8 MiB stage.
+    let mut folders = vec![tempfile::tempdir().unwrap()];
+    if Path::new("/dev/shm").is_dir() {
+        folders.push(tempfile::tempdir_in("/dev/shm").unwrap());
+    }
+    let stage = 8 << 20;
+    let sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        4097,
+        stage - 1,
+        stage,
+        stage + 1,
+        2 * stage + 4096 * 3 + 5,
+    ];
+    for dir in &folders {
+        for &size in &sizes {
+            let want = counting(size);
+            for (pattern, cuts) in [
+                ("one write", vec![size.max(1)]),
+                ("odd writes", vec![1, 4095, 7, 3 << 20, 65537]),
+            ] {
+                let out = dir.path().join(format!("out-{size}"));
+                native::write_atomically(&out, |w| {
+                    let mut at = 0;
+                    for &c in cuts.iter().cycle() {
+                        if at >= size {
+                            break;
+                        }
+                        let end = (at + c).min(size);
+                        w.write_all(&want[at..end])
+                            .map_err(|e| Error::io("writing", e))?;
+                        at = end;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                let got = std::fs::read(&out).unwrap();
+                assert!(
+                    got == want,
+                    "{} bytes, {pattern}, in {}",
+                    size,
+                    dir.path().display()
+                );
+            }
+        }
+        assert_no_part_file(dir.path());
+    }
+}
+
+#[test]
+fn a_batch_puts_its_files_in_place_only_when_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let (a, b) = (dir.path().join("a.bin"), dir.path().join("sub/b.bin"));
+    let bytes = |n: usize| {
+        move |w: &mut (dyn std::io::Write + Send)| {
+            w.write_all(&counting(n))
+                .map_err(|e| Error::io("writing", e))
+        }
+    };
+    let mut batch = native::Batch::default();
+    batch.write(&a, bytes(5000)).unwrap();
+    batch.write(&b, bytes(9 << 20)).unwrap();
+    assert!(!a.exists() && !b.exists());
+    batch.commit().unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), counting(5000));
+    assert_eq!(std::fs::read(&b).unwrap(), counting(9 << 20));
+
+    // Dropped before its commit, a batch leaves nothing behind and the files as they were.
+    let mut batch = native::Batch::default();
+    batch.write(&a, bytes(10)).unwrap();
+    batch.write(&b, bytes(10)).unwrap();
+    drop(batch);
+    assert_eq!(std::fs::read(&a).unwrap(), counting(5000));
+    assert_no_part_file(dir.path());
+    assert_no_part_file(&dir.path().join("sub"));
+}

@@ -71,72 +71,232 @@ pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
 ) -> Result<()> {
-    let dir = match path.parent() {
+    let mut batch = Batch::default();
+    batch.write(path, write)?;
+    batch.commit()
+}
+
+/// Files written as [`write_atomically`] writes one, put in place together: each is written to
+/// its temporary file at once, and [`Batch::commit`] fsyncs them all, renames them all and then
+/// fsyncs each folder once. A restore of a repo's dozen small files so waits for one journal
+/// commit and one folder sync instead of two of each per file. Files of a batch not committed
+/// are removed when it is dropped.
+#[derive(Default)]
+pub struct Batch {
+    written: Vec<(Temporary, std::path::PathBuf)>,
+}
+
+impl Batch {
+    /// Files a batch holds (open) before [`Batch::write`] commits them.
+    const MAX: usize = 64;
+
+    /// Writes the output of `write` to a temporary file that [`Batch::commit`] renames to
+    /// `path`.
+    pub fn write(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
+    ) -> Result<()> {
+        if self.written.len() >= Self::MAX {
+            self.commit()?;
+        }
+        let tmp = Temporary::create_in(folder_of(path))?;
+        {
+            let mut w = Output::new(tmp.file()?, &tmp.path);
+            write(&mut w)?;
+            w.finish()
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        self.written.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Puts every file written so far in place, durably (see [`write_atomically`]).
+    pub fn commit(&mut self) -> Result<()> {
+        for (tmp, path) in &self.written {
+            tmp.file()?
+                .sync_all()
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        let mut folders = Vec::new();
+        for (mut tmp, path) in self.written.drain(..) {
+            tmp.rename_to(&path)?;
+            let dir = folder_of(&path).to_path_buf();
+            if !folders.contains(&dir) {
+                folders.push(dir);
+            }
+        }
+        folders.iter().try_for_each(|d| sync_dir(d))
+    }
+}
+
+/// The folder a file is in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    let mut tmp = Temporary::create_in(dir)?;
-    let write_err = |e| Error::io(format!("writing {}", path.display()), e);
-    {
-        let mut w = std::io::BufWriter::with_capacity(8 << 20, Writeback::new(tmp.file()?));
-        write(&mut w)?;
-        w.flush().map_err(write_err)?;
     }
-    tmp.file()?.sync_all().map_err(write_err)?;
-    tmp.rename_to(path)?;
-    sync_dir(dir)
 }
 
-/// A file writer that, on Linux, starts writing each [`Writeback::EVERY`] bytes to disk as soon
-/// as they are written (`sync_file_range`, which does not wait), so the fsync that ends a large
-/// output waits for the last stretch rather than for all of it. Elsewhere a plain writer.
-struct Writeback<'a> {
+/// The writer [`write_atomically`] hands out: bytes gather in a staging buffer and go to the
+/// temporary file [`Output::STAGE`] bytes at a time.
+///
+/// On Linux they go with `O_DIRECT` where the filesystem takes it: from the staging buffer (kept
+/// aligned to [`Output::ALIGN`]) straight to the disk, with no copy into the page cache, which
+/// took a third of a restore's CPU time. The fsync that ends every output would push those bytes
+/// to the disk anyway. The last partial block goes through the page cache. Where `O_DIRECT` is
+/// refused (tmpfs, some network filesystems) and elsewhere, the bytes go through the page cache,
+/// and on Linux each stretch is handed to the disk at once (`sync_file_range`, which does not
+/// wait), so the closing fsync waits for the last stretch rather than for all of it.
+struct Output<'a> {
     file: &'a File,
+    /// An `O_DIRECT` descriptor of the same file (Linux), until the filesystem refuses one.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    written: u64,
+    direct: Option<File>,
+    /// Room for `ALIGN + STAGE` bytes, from the spare buffers (none until the first write):
+    /// `start` bytes of padding, then the staged bytes.
+    stage: Vec<u8>,
+    /// Where the aligned stretch of `stage` starts.
+    start: usize,
+    /// Bytes staged.
+    fill: usize,
+    /// Bytes already in the file.
+    at: u64,
+    /// Where the last writeback hint ended.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    started: u64,
+    hinted: u64,
 }
 
-impl<'a> Writeback<'a> {
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    const EVERY: u64 = 8 << 20;
+impl<'a> Output<'a> {
+    const STAGE: usize = 8 << 20;
+    const ALIGN: usize = 4096;
 
-    fn new(file: &'a File) -> Writeback<'a> {
-        Writeback {
+    fn new(file: &'a File, _path: &Path) -> Output<'a> {
+        #[cfg(target_os = "linux")]
+        let direct = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(_path)
+                .ok()
+        };
+        #[cfg(not(target_os = "linux"))]
+        let direct = None;
+        Output {
             file,
-            written: 0,
-            started: 0,
+            direct,
+            stage: Vec::new(),
+            start: 0,
+            fill: 0,
+            at: 0,
+            hinted: 0,
         }
     }
+
+    /// Writes the first `n` staged bytes to the file and keeps the rest staged.
+    fn spill(&mut self, n: usize) -> std::io::Result<()> {
+        let bytes = &self.stage[self.start..self.start + n];
+        #[cfg(target_os = "linux")]
+        if let Some(direct) = &self.direct {
+            use std::os::unix::fs::FileExt as _;
+            match direct.write_all_at(bytes, self.at) {
+                Ok(()) => {}
+                // Refused from the first block on: this filesystem takes no O_DIRECT.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.at == 0 => {
+                    self.direct = None;
+                    return self.spill(n);
+                }
+                Err(e) => return Err(e),
+            }
+            self.staged_out(n);
+            return Ok(());
+        }
+        (&mut &*self.file).write_all(bytes)?;
+        #[cfg(target_os = "linux")]
+        if self.at + n as u64 - self.hinted >= Self::STAGE as u64 {
+            use std::os::fd::AsRawFd as _;
+            // A hint: its failure only means the fsync does all the work.
+            // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.hinted as libc::off64_t,
+                    (self.at + n as u64 - self.hinted) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.hinted = self.at + n as u64;
+        }
+        self.staged_out(n);
+        Ok(())
+    }
+
+    /// Drops the first `n` staged bytes, now in the file.
+    fn staged_out(&mut self, n: usize) {
+        let (from, to) = (self.start + n, self.start + self.fill);
+        self.stage.copy_within(from..to, self.start);
+        self.fill -= n;
+        self.stage.truncate(self.start + self.fill);
+        self.at += n as u64;
+    }
+
+    /// Writes what is staged: whole blocks as they go, the last partial one through the page
+    /// cache (the buffered descriptor writes at its own position, which is `at` by then only if
+    /// nothing went direct, so it is written at its offset).
+    fn finish(mut self) -> std::io::Result<()> {
+        let whole = self.fill / Self::ALIGN * Self::ALIGN;
+        if self.direct.is_some() && whole > 0 {
+            self.spill(whole)?;
+        }
+        if self.fill > 0 {
+            #[cfg(target_os = "linux")]
+            if self.direct.is_some() {
+                use std::os::unix::fs::FileExt as _;
+                let tail = &self.stage[self.start..self.start + self.fill];
+                self.file.write_all_at(tail, self.at)?;
+                self.staged_out(self.fill);
+                return Ok(());
+            }
+            self.spill(self.fill)?;
+        }
+        Ok(())
+    }
 }
 
-impl Write for Writeback<'_> {
+impl Write for Output<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = (&mut &*self.file).write(buf)?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd as _;
-            self.written += n as u64;
-            if self.written - self.started >= Self::EVERY {
-                // A hint: its failure only means the fsync does all the work.
-                // SAFETY: a plain syscall on an open descriptor; no memory is passed.
-                unsafe {
-                    libc::sync_file_range(
-                        self.file.as_raw_fd(),
-                        self.started as libc::off64_t,
-                        (self.written - self.started) as libc::off64_t,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    );
-                }
-                self.started = self.written;
+        if self.stage.capacity() == 0 {
+            // Filled only as far as bytes arrive (a fresh buffer's pages are faulted in only
+            // where they land, so a small file costs little); a large output reuses a spare.
+            let mut stage = take_buffer_of(Self::ALIGN + Self::STAGE);
+            if stage.capacity() < Self::ALIGN + Self::STAGE {
+                return_buffer(stage);
+                stage = Vec::with_capacity(Self::ALIGN + Self::STAGE);
             }
+            stage.clear();
+            self.start = stage.as_ptr().align_offset(Self::ALIGN).min(Self::ALIGN);
+            stage.resize(self.start, 0);
+            self.stage = stage;
+        }
+        // Within the capacity: the buffer never moves, so the staged bytes stay aligned.
+        let n = buf.len().min(Self::STAGE - self.fill);
+        self.stage.extend_from_slice(&buf[..n]);
+        self.fill += n;
+        if self.fill == Self::STAGE {
+            self.spill(Self::STAGE)?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        (&mut &*self.file).flush()
+        Ok(())
+    }
+}
+
+impl Drop for Output<'_> {
+    fn drop(&mut self) {
+        return_buffer(std::mem::take(&mut self.stage));
     }
 }
 
