@@ -364,13 +364,70 @@ pub fn stream_checked(
     out: &mut (dyn Write + Send),
     keep: bool,
 ) -> Result<()> {
-    let got = stream_file(store, m, entry, out, false, keep)?;
+    stream_checked_from(store, m, entry, out, keep, None)
+}
+
+/// [`stream_checked`], from parts already `fetched` if given (every part the file needs).
+fn stream_checked_from(
+    store: &Store,
+    m: &Manifest,
+    entry: &FileEntry,
+    out: &mut (dyn Write + Send),
+    keep: bool,
+    fetched: Option<&PartCache>,
+) -> Result<()> {
+    let got = match fetched {
+        Some(cache) => write_fetched(m, entry, cache, out)?,
+        None => stream_file(store, m, entry, out, false, keep)?,
+    };
     if got != entry.sha256 {
         // Parts kept decoded unchecked may be what went wrong: none is used again.
         store.decoded().clear();
         stream_file(store, m, entry, &mut std::io::sink(), true, false)?;
     }
     check_sha(m, entry, &got)
+}
+
+/// Writes a small file whose parts are all at hand into `out` on this thread, returning its
+/// sha256 (hex).
+fn write_fetched(
+    m: &Manifest,
+    entry: &FileEntry,
+    fetched: &PartCache,
+    out: &mut (dyn Write + Send),
+) -> Result<String> {
+    let all = pieces(entry, 0..entry.size);
+    let chunks =
+        decode_pieces(&m.tensors, entry, &all, fetched, false).map_err(|e| needed_by(e, m))?;
+    let mut sha = sha2::Sha256::new();
+    for c in chunks {
+        sha.update(&c);
+        out.write_all(&c)
+            .map_err(|e| Error::io(format!("writing {}", entry.path), e))?;
+    }
+    Ok(crate::codec::rebuild::hex(&sha.finalize()))
+}
+
+/// Cuts a revision's files into the order a restore writes them: runs of small files (each
+/// at most a part, a run at most [`WINDOW`] bytes), whose parts are fetched together in one
+/// batch, then each large file on its own (`false`), streamed window by window.
+fn restore_order<'a>(entries: &[&'a FileEntry]) -> Vec<(Vec<&'a FileEntry>, bool)> {
+    let mut out: Vec<(Vec<&FileEntry>, bool)> = Vec::new();
+    let mut run: (Vec<&FileEntry>, u64) = (Vec::new(), 0);
+    for &e in entries.iter().filter(|e| e.size <= PART_LEN) {
+        if run.1 + e.size > WINDOW && !run.0.is_empty() {
+            out.push((std::mem::take(&mut run.0), true));
+            run.1 = 0;
+        }
+        run.0.push(e);
+        run.1 += e.size;
+    }
+    if !run.0.is_empty() {
+        out.push((run.0, true));
+    }
+    let large = entries.iter().filter(|e| e.size > PART_LEN);
+    out.extend(large.map(|&e| (vec![e], false)));
+    out
 }
 
 /// Checks a streamed file's sha256 against its entry.
@@ -407,22 +464,50 @@ pub fn restore(
         None => m.files.iter().collect(),
     };
     let keep = store.keeps_all() || meets_a_part_twice(&m, &entries);
-    let mut files = Vec::new();
-    let mut bytes = 0;
-    for entry in entries {
+    // Files go in place together at the end (one journal commit and one folder sync for all);
+    // if one fails, those before it still go in place, as if each were written on its own.
+    let mut batch = crate::native::Batch::default();
+    let mut write = |entry: &FileEntry, fetched: Option<&PartCache>| {
         let dest = out_dir.join(&entry.path);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        crate::native::write_atomically(&dest, |w| stream_checked(store, &m, entry, w, keep))?;
-        bytes += entry.size;
-        files.push(RestoredFile {
-            path: entry.path.clone(),
-            size: entry.size,
-            sha256: entry.sha256.clone(),
-        });
+        batch.write(&dest, |w| {
+            stream_checked_from(store, &m, entry, w, keep, fetched)
+        })
+    };
+    let mut written = Ok(());
+    for (run, small) in restore_order(&entries) {
+        written = if small {
+            let fetched = store
+                .fetch_needed(false, keep, |kept| {
+                    let mut all = Vec::new();
+                    for e in &run {
+                        all.extend(needs_of(&m.tensors, e, &pieces(e, 0..e.size), kept)?);
+                    }
+                    Ok(all)
+                })
+                .map_err(|e| needed_by(e, &m));
+            fetched.and_then(|f| run.iter().try_for_each(|e| write(e, Some(&f))))
+        } else {
+            run.iter().try_for_each(|e| write(e, None))
+        };
+        if written.is_err() {
+            break;
+        }
     }
+    batch.commit()?;
+    written?;
+    let files: Vec<RestoredFile> = entries
+        .iter()
+        .map(|e| RestoredFile {
+            path: e.path.clone(),
+            size: e.size,
+            sha256: e.sha256.clone(),
+        })
+        .collect();
+    let bytes = entries.iter().map(|e| e.size).sum();
     Ok(RestoreReport {
         repo: repo.to_string(),
         revision: revision.to_string(),
@@ -485,5 +570,54 @@ mod tests {
         let sizes: Vec<usize> = windows(&small).iter().map(|w| w.len()).collect();
         assert_eq!(sizes, vec![2, 5, 3]);
         assert_eq!(runs(&parts[..1], 1).len(), 1);
+    }
+
+    #[test]
+    fn small_files_come_first_in_runs_fetched_together() {
+        let file = |path: &str, size: u64| FileEntry {
+            path: path.into(),
+            size,
+            sha256: String::new(),
+            format: "bytes".into(),
+            segments: Vec::new(),
+            base: None,
+            base_info: None,
+            stored_bytes: 0,
+        };
+        let mb = 1 << 20;
+        let files = [
+            file("config.json", 700),
+            file("model-1.safetensors", PART_LEN + 1),
+            file("tokenizer.json", 7 * mb),
+            file("a.bin", PART_LEN),
+            file("model-2.safetensors", 5 * PART_LEN),
+        ];
+        let mut many: Vec<FileEntry> = (0..20).map(|i| file(&format!("{i}.txt"), 5 * mb)).collect();
+        many.extend(files.iter().cloned());
+        let order = |e: &[FileEntry]| -> Vec<(Vec<String>, bool)> {
+            let refs: Vec<&FileEntry> = e.iter().collect();
+            restore_order(&refs)
+                .into_iter()
+                .map(|(run, small)| (run.iter().map(|f| f.path.clone()).collect(), small))
+                .collect()
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            order(&files),
+            vec![
+                (names(&["config.json", "tokenizer.json", "a.bin"]), true),
+                (names(&["model-1.safetensors"]), false),
+                (names(&["model-2.safetensors"]), false),
+            ]
+        );
+        // Runs stay within a window.
+        for (run, small) in order(&many) {
+            let bytes: u64 = run
+                .iter()
+                .map(|p| many.iter().find(|f| &f.path == p).map_or(0, |f| f.size))
+                .sum();
+            assert!(!small || bytes <= WINDOW, "{run:?}");
+        }
+        assert_eq!(order(&many).iter().filter(|(_, small)| !small).count(), 2);
     }
 }
