@@ -349,6 +349,12 @@ fn check_pipeline(store: &str, envs: &[(String, String)]) {
         .find(|f| f["path"] == "model.safetensors")
         .unwrap();
     assert_eq!(f["base"]["repo"], "acme/base-bf16", "{f}");
+    // The bf16 copy of the fine-tune costs nothing either: casts of the fine-tune's deltas.
+    let ftb = file(&reports[3], "model.safetensors");
+    assert_eq!(ftb["tensors"]["standalone"], 0, "{ftb}");
+    assert_eq!(ftb["tensors"]["delta"], 0, "{ftb}");
+    assert!(ftb["tensors"]["cast"].as_u64().unwrap() >= 5, "{ftb}");
+    assert!(ftb["stored_bytes"].as_u64().unwrap() < 4096, "{ftb}");
     let mirror = &reports[4];
     assert_eq!(file(mirror, "model.safetensors")["outcome"], "duplicate");
     // The unrelated model is stored on its own; its zip twin's storages all dedup.
@@ -420,6 +426,26 @@ fn check_pipeline(store: &str, envs: &[(String, String)]) {
     assert_eq!(v["ok"], true, "{v}");
     let ls = ok_json(&["store", "ls", store, "--json"], envs);
     assert_eq!(ls.as_array().unwrap().len(), c.repos.len());
+    // A file holding casts of deltas is never a base (a chain through it would be four deep):
+    // a bf16 fine-tune of the fine-tune, nearest to its bf16 copy, goes against the bf16 base.
+    let dir = tempfile::tempdir().unwrap();
+    let ft2 = fine_tune(&fine_tune(&model(4, 1), 2), 3);
+    write_model(&dir.path().join("model.safetensors"), &ft2, true);
+    let path = dir.path().to_str().unwrap();
+    ok_json(
+        &["store", "ingest", store, "acme/ft2-bf16", path, "--json"],
+        envs,
+    );
+    let f = file(&show("acme/ft2-bf16"), "model.safetensors");
+    assert_eq!(f["base"]["repo"], "acme/base-bf16", "{f}");
+    let dest = out.path().join("ft2");
+    let to = dest.to_str().unwrap();
+    ok_json(
+        &["store", "restore", store, "acme/ft2-bf16", to, "--json"],
+        envs,
+    );
+    let got = file_sha(&dest, "model.safetensors");
+    assert_eq!(got, file_sha(dir.path(), "model.safetensors"));
 }
 
 #[test]

@@ -68,13 +68,17 @@ impl Index {
         }
     }
 
-    /// Adds one tensor record (the first one seen for a hash is kept).
+    /// Adds one tensor record (the first one seen for a hash is kept). An F32 record stored
+    /// whole or as a delta becomes the source of its BF16 cast; a whole one is preferred (its
+    /// cast reads one record, not a delta and its base).
     pub fn add_record(&mut self, hash: &str, rec: &TensorRecord) {
         if let Some(c) = &rec.bf16_cast {
-            if matches!(rec.encoding, Encoding::Raw { .. }) {
-                self.casts
-                    .entry(c.clone())
-                    .or_insert_with(|| hash.to_string());
+            let whole = matches!(rec.encoding, Encoding::Raw { .. });
+            if whole || matches!(rec.encoding, Encoding::Delta { .. }) {
+                let now = self.casts.get(c).and_then(|s| self.tensors.get(s));
+                if now.is_none_or(|r| whole && !matches!(r.encoding, Encoding::Raw { .. })) {
+                    self.casts.insert(c.clone(), hash.to_string());
+                }
             }
         }
         self.tensors
@@ -172,6 +176,21 @@ impl Index {
                 shared,
             })
             .collect()
+    }
+
+    /// Whether reading `rec` goes through a delta (it is one, or a cast of one): a file with
+    /// such a tensor is never a base, so restore chains stay at most [`MAX_DEPTH`] deep.
+    ///
+    /// [`MAX_DEPTH`]: crate::store::layout::MAX_DEPTH
+    pub fn through_delta(&self, rec: &TensorRecord) -> bool {
+        match &rec.encoding {
+            Encoding::Delta { .. } => true,
+            Encoding::Cast { source, .. } => self
+                .tensors
+                .get(source)
+                .is_some_and(|s| matches!(s.encoding, Encoding::Delta { .. })),
+            Encoding::Raw { .. } => false,
+        }
     }
 
     /// Every record `hash` needs (itself, its base or source, and theirs), into `out`.

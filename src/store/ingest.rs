@@ -814,9 +814,7 @@ fn ingest_file(
         });
         if let Some(rec) = index.tensors.get(&hash) {
             report.tensors.deduplicated += 1;
-            if matches!(rec.encoding, Encoding::Delta { .. }) {
-                has_delta = true;
-            }
+            has_delta |= index.through_delta(rec);
             continue;
         }
         if pending_here.contains_key(&hash) {
@@ -836,6 +834,7 @@ fn ingest_file(
                     },
                     bf16_cast: None,
                 };
+                has_delta |= index.through_delta(&rec);
                 index.add_record(&hash, &rec);
                 continue;
             }

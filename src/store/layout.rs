@@ -28,7 +28,8 @@ pub const PACK_TARGET: u64 = 64 << 20;
 /// Largest manifest a reader accepts (a 2 TB model with 8 MiB parts fits in a few tens of MB).
 pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
 
-/// Deepest chain of records a tensor may need: a delta, against a cast, of a raw tensor.
+/// Deepest chain of records a tensor may need: a delta, against a cast, of a raw tensor; or a
+/// cast of a delta against a raw tensor.
 pub const MAX_DEPTH: usize = 3;
 
 /// The key of a pack.
@@ -173,7 +174,8 @@ pub struct TensorRecord {
     /// How it is stored.
     #[serde(flatten)]
     pub encoding: Encoding,
-    /// For F32 tensors: BLAKE3 of the BF16 cast, so a BF16 copy is found by one lookup.
+    /// For F32 tensors (raw or delta): BLAKE3 of the BF16 cast, so a BF16 copy is found by one
+    /// lookup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bf16_cast: Option<String>,
 }
