@@ -295,22 +295,16 @@ mod tests {
     fn f32_planes_decode_straight_to_their_bf16_cast() {
         let n = 64 * 5 + 13;
         let src = words(n);
-        let blob = encode(
-            &src,
-            None,
-            4,
-            Method::new(Transform::None, Layout::Planes),
-            3,
-        )
-        .unwrap();
+        let planes = Method::new(Transform::None, Layout::Planes);
+        let blob = encode(&src, None, 4, planes, 3).expect("encoded");
         let mut want = vec![0u8; 2 * n];
         crate::model::cast_f32_bytes_to_bf16(&src, &mut want);
-        let mut dec = BlobDecoder::new().unwrap();
+        let mut dec = BlobDecoder::new().expect("a decoder");
         for elems in [0..n, 0..1, 1..64, 63..130, 200..n, 7..7] {
             let mut out = vec![0xAA; 2 * elems.len()];
             let cast = dec
                 .decode_bf16_cast(&blob, src.len(), elems.clone(), &mut out)
-                .unwrap();
+                .expect("a planes blob decodes");
             assert!(cast, "{elems:?}");
             assert_eq!(out, want[2 * elems.start..2 * elems.end], "{elems:?}");
         }
@@ -327,21 +321,16 @@ mod tests {
     #[test]
     fn other_blobs_are_left_to_a_full_decode() {
         let src = words(100);
-        let bytes = encode(
-            &src,
-            None,
-            4,
-            Method::new(Transform::None, Layout::Bytes),
-            3,
-        )
-        .unwrap();
+        let bytes = Method::new(Transform::None, Layout::Bytes);
+        let bytes = encode(&src, None, 4, bytes, 3).expect("encoded");
         let base = words(101)[4..].to_vec();
         let xor = Method::new(Transform::Xor, Layout::Planes);
-        let delta = encode(&src, Some(&base), 4, xor, 3).unwrap();
-        let mut dec = BlobDecoder::new().unwrap();
+        let delta = encode(&src, Some(&base), 4, xor, 3).expect("encoded");
+        let mut dec = BlobDecoder::new().expect("a decoder");
         for blob in [bytes, delta] {
             let mut out = vec![0x55; 200];
-            assert!(!dec.decode_bf16_cast(&blob, 400, 0..100, &mut out).unwrap());
+            let cast = dec.decode_bf16_cast(&blob, 400, 0..100, &mut out);
+            assert!(!cast.expect("a blob of another kind is no error"));
             assert!(out.iter().all(|&b| b == 0x55));
         }
     }

@@ -409,18 +409,24 @@ fn write_fetched(
 }
 
 /// Cuts a revision's files into the order a restore writes them: runs of small files (each
-/// at most a part, a run at most [`WINDOW`] bytes), whose parts are fetched together in one
-/// batch, then each large file on its own (`false`), streamed window by window.
-fn restore_order<'a>(entries: &[&'a FileEntry]) -> Vec<(Vec<&'a FileEntry>, bool)> {
+/// at most a part), whose parts are fetched together in one batch, then each large file on its
+/// own (`false`), streamed window by window. `fetched(file)` is what a file's parts take to
+/// fetch (a small file may need whole parts of its base, and a cast twice its bytes): a run
+/// holds at most [`WINDOW`] of them, as a streamed window does, or one file.
+fn restore_order<'a>(
+    entries: &[&'a FileEntry],
+    fetched: impl Fn(&FileEntry) -> u64,
+) -> Vec<(Vec<&'a FileEntry>, bool)> {
     let mut out: Vec<(Vec<&FileEntry>, bool)> = Vec::new();
     let mut run: (Vec<&FileEntry>, u64) = (Vec::new(), 0);
     for &e in entries.iter().filter(|e| e.size <= PART_LEN) {
-        if run.1 + e.size > WINDOW && !run.0.is_empty() {
+        let cost = fetched(e);
+        if run.1 + cost > WINDOW && !run.0.is_empty() {
             out.push((std::mem::take(&mut run.0), true));
             run.1 = 0;
         }
         run.0.push(e);
-        run.1 += e.size;
+        run.1 += cost;
     }
     if !run.0.is_empty() {
         out.push((run.0, true));
@@ -478,7 +484,12 @@ pub fn restore(
         })
     };
     let mut written = Ok(());
-    for (run, small) in restore_order(&entries) {
+    let fetched = |e: &FileEntry| -> u64 {
+        let needs = needs_of(&m.tensors, e, &pieces(e, 0..e.size), &mut |_| false);
+        // A plan that fails here fails again, with its error, when the run is fetched.
+        needs.map_or(0, |n| n.iter().map(|p| p.len).sum())
+    };
+    for (run, small) in restore_order(&entries, fetched) {
         written = if small {
             let fetched = store
                 .fetch_needed(false, keep, |kept| {
@@ -596,7 +607,7 @@ mod tests {
         many.extend(files.iter().cloned());
         let order = |e: &[FileEntry]| -> Vec<(Vec<String>, bool)> {
             let refs: Vec<&FileEntry> = e.iter().collect();
-            restore_order(&refs)
+            restore_order(&refs, |f| f.size)
                 .into_iter()
                 .map(|(run, small)| (run.iter().map(|f| f.path.clone()).collect(), small))
                 .collect()
@@ -619,5 +630,11 @@ mod tests {
             assert!(!small || bytes <= WINDOW, "{run:?}");
         }
         assert_eq!(order(&many).iter().filter(|(_, small)| !small).count(), 2);
+        // What a file needs fetched, not its size, fills a run: here a 700-byte file needs a
+        // whole window of its base.
+        let refs: Vec<&FileEntry> = files.iter().collect();
+        let runs = restore_order(&refs, |f| if f.size == 700 { WINDOW } else { f.size });
+        let sizes: Vec<usize> = runs.iter().map(|(r, _)| r.len()).collect();
+        assert_eq!(sizes, vec![1, 2, 1, 1]);
     }
 }
