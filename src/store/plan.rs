@@ -264,6 +264,9 @@ impl Walk<'_> {
         for (start, p) in overlapping(parts, src_range) {
             let lo = (src_range.start.max(start) - start) as usize;
             let hi = (src_range.end.min(start + p.raw_len) - start) as usize;
+            if lo % 4 != 0 || hi % 4 != 0 {
+                return Err(Error::internal("a cast source off its element grid"));
+            }
             let n = (hi - lo) / 2;
             let dst = out
                 .get_mut(at..at + n)
@@ -449,6 +452,41 @@ mod tests {
         }
         let whole = read(&records, "f", 0..104, &fetched, &mut dec, false).expect("read");
         assert_eq!(&whole[..], &src[..]);
+    }
+
+    #[test]
+    fn a_cast_of_parts_off_the_element_grid_is_an_error() {
+        // F32 parts of 6 bytes (a damaged or hostile manifest): refused, never a panic.
+        let mut parts = Vec::new();
+        let mut at_hand = std::collections::HashMap::new();
+        for i in 0..2u64 {
+            let mut p = part(6);
+            p.offset = i;
+            at_hand.insert(i, Bytes::from(vec![0u8; 6]));
+            parts.push(p);
+        }
+        let mut records = Records::new();
+        let f32_rec = TensorRecord {
+            len: 12,
+            dtype: "F32".into(),
+            encoding: Encoding::Raw { parts },
+            bf16_cast: None,
+        };
+        records.insert("f".into(), f32_rec);
+        let cast_rec = TensorRecord {
+            len: 6,
+            dtype: "BF16".into(),
+            encoding: Encoding::Cast {
+                source: "f".into(),
+                from: "F32".into(),
+                to: "BF16".into(),
+            },
+            bf16_cast: None,
+        };
+        records.insert("c".into(), cast_rec);
+        let mut dec = BlobDecoder::new().expect("decoder");
+        let got = read(&records, "c", 0..6, &Decoded(at_hand), &mut dec, false);
+        assert!(got.is_err());
     }
 
     #[test]
